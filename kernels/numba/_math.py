@@ -1,0 +1,120 @@
+"""Elementary functions that LLVM can vectorise inside Numba loops.
+
+Numba lowers ``math.exp`` to a scalar libm call (no SVML here), which caps a fused kernel at a few
+hundred million exp/s. :func:`fast_exp` is a branch-free Cody-Waite range reduction plus a Taylor
+polynomial, with the power of two built by bit manipulation; LLVM turns loops over it into AVX2 code.
+
+Accuracy (measured against float64 ``np.exp``, tests/test_numba_math.py): about 2 ulp in float32
+and 2 ulp in float64, across the whole range including subnormal results.
+Special values are exact: ``exp(-inf) = 0``, ``exp(+inf) = inf``, ``exp(nan) = nan``, overflow gives
+``inf`` and underflow ``0`` -- the log-domain Sinkhorn kernels rely on ``exp(-inf) = 0``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+
+@intrinsic
+def _bits_f32(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def _float_i32(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def _bits_f64(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def _float_i64(typingctx, x):
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+    return types.float64(types.int64), codegen
+
+
+_F = np.float32
+
+
+@njit(inline="always")
+def _exp32(v):
+    # clamp without losing NaN (a comparison with NaN is false, so NaN falls through unchanged)
+    v = _F(-160.0) if v < _F(-160.0) else v
+    v = _F(160.0) if v > _F(160.0) else v
+    # k = round(v / ln 2) by the 1.5 * 2^23 trick; its low mantissa bits are k itself
+    t = v * _F(1.4426950408889634) + _F(12582912.0)
+    k = t - _F(12582912.0)
+    ki = _bits_f32(t) - np.int32(0x4B400000)
+    r = v - k * _F(0.693145751953125)          # ln2 split hi/lo: k * hi is exact
+    r = r - k * _F(1.4286068203094172e-06)
+    p = _F(1.0 / 5040.0)
+    p = p * r + _F(1.0 / 720.0)
+    p = p * r + _F(1.0 / 120.0)
+    p = p * r + _F(1.0 / 24.0)
+    p = p * r + _F(1.0 / 6.0)
+    p = p * r + _F(0.5)
+    p = p * r + _F(1.0)
+    p = p * r + _F(1.0)
+    # 2^k as two factors so that subnormal results and k up to +-254 stay exact
+    k1 = ki >> np.int32(1)
+    k2 = ki - k1
+    s1 = _float_i32((k1 + np.int32(127)) << np.int32(23))
+    s2 = _float_i32((k2 + np.int32(127)) << np.int32(23))
+    return (p * s1) * s2
+
+
+@njit(inline="always")
+def _exp64(v):
+    # |k| <= 2020 keeps both halves of 2^k inside the exponent range
+    v = -1400.0 if v < -1400.0 else v
+    v = 1400.0 if v > 1400.0 else v
+    t = v * 1.4426950408889634 + 6755399441055744.0
+    k = t - 6755399441055744.0
+    ki = _bits_f64(t) - np.int64(0x4338000000000000)
+    r = v - k * 0.6931471803691238                   # ln2 hi (exact product for |k| < 2^21)
+    r = r - k * 1.9082149292705877e-10               # ln2 lo
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    k1 = ki >> np.int64(1)
+    k2 = ki - k1
+    s1 = _float_i64((k1 + np.int64(1023)) << np.int64(52))
+    s2 = _float_i64((k2 + np.int64(1023)) << np.int64(52))
+    return (p * s1) * s2
+
+
+def fast_exp(v):  # pragma: no cover - replaced by the overload inside jitted code
+    """exp(v) for a float32 or float64 scalar inside Numba code (vectorisable)."""
+    return np.exp(v)
+
+
+@overload(fast_exp, inline="always")
+def _fast_exp_overload(v):
+    if v == types.float32:
+        return lambda v: _exp32(v)
+    if v == types.float64:
+        return lambda v: _exp64(v)
+    return None
