@@ -35,7 +35,8 @@ def _cuobjdump() -> str:
 
 def report(spec: dict, cc: int) -> dict:
     fn = spec["fn"]
-    fn = getattr(fn, "fn", fn)  # unwrap an Autotuner if one slipped in
+    if hasattr(fn, "configs"):  # an Autotuner slipped in: compile the JITFunction it wraps
+        fn = fn.fn
     src = ASTSource(fn=fn, signature=spec["signature"], constexprs=spec.get("constexprs", {}))
     opts = {"num_warps": spec.get("num_warps", 4), "num_stages": spec.get("num_stages", 3)}
     k = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)

@@ -50,14 +50,14 @@ _F = np.float32
 
 @njit(inline="always")
 def _exp32(v):
-    # clamp without losing NaN (a comparison with NaN is false, so NaN falls through unchanged)
-    v = _F(-160.0) if v < _F(-160.0) else v
-    v = _F(160.0) if v > _F(160.0) else v
-    # k = round(v / ln 2) by the 1.5 * 2^23 trick; its low mantissa bits are k itself
-    t = v * _F(1.4426950408889634) + _F(12582912.0)
+    # clamp without losing NaN
+    a = max(v, _F(-160.0)) if v == v else v
+    a = min(a, _F(160.0))
+    # k = round(a / ln 2) by the 1.5 * 2^23 trick; its low mantissa bits are k itself
+    t = a * _F(1.4426950408889634) + _F(12582912.0)
     k = t - _F(12582912.0)
     ki = _bits_f32(t) - np.int32(0x4B400000)
-    r = v - k * _F(0.693145751953125)          # ln2 split hi/lo: k * hi is exact
+    r = a - k * _F(0.693145751953125)          # ln2 split hi/lo: k * hi is exact
     r = r - k * _F(1.4286068203094172e-06)
     p = _F(1.0 / 5040.0)
     p = p * r + _F(1.0 / 720.0)
@@ -78,12 +78,12 @@ def _exp32(v):
 @njit(inline="always")
 def _exp64(v):
     # |k| <= 2020 keeps both halves of 2^k inside the exponent range
-    v = -1400.0 if v < -1400.0 else v
-    v = 1400.0 if v > 1400.0 else v
-    t = v * 1.4426950408889634 + 6755399441055744.0
+    a = max(v, -1400.0) if v == v else v
+    a = min(a, 1400.0)
+    t = a * 1.4426950408889634 + 6755399441055744.0
     k = t - 6755399441055744.0
     ki = _bits_f64(t) - np.int64(0x4338000000000000)
-    r = v - k * 0.6931471803691238                   # ln2 hi (exact product for |k| < 2^21)
+    r = a - k * 0.6931471803691238                   # ln2 hi (exact product for |k| < 2^21)
     r = r - k * 1.9082149292705877e-10               # ln2 lo
     p = 1.0 / 6227020800.0
     p = p * r + 1.0 / 479001600.0

@@ -1,0 +1,529 @@
+"""Kernel Gram matrices and fused Gram reductions on the CPU (Numba).
+
+Same functions and signatures as ``kernels/reference/gram.py``. The layout of every kernel:
+
+    prange over (problem b, block of R = 4 rows of x)
+        for each panel of W = 16 points of y:
+            tile  s[r, l] = <x_i, y_j>          (``panel_dot``: register-blocked, ~MKL speed)
+                  or ||x_i - y_j||_1             (``panel_l1``, laplacian)
+            epilogue in registers: distance, kernel value, then store / reduce
+
+Tricks, and why they are faster or safer than the obvious code:
+
+* **One pass, no N x M temporaries** for the reductions (``gram_matvec`` and its backward): K lives
+  only as a 4 x 16 tile. Memory is O((N + M)(D + C)).
+* **Close points keep their distance.** rbf uses ``||x||^2 + ||y||^2 - 2<x, y>`` (GEMM speed) on
+  points centred on their common mean (distances are translation invariant, norms shrink), and a
+  tile entry whose squared distance is below ``TAU * (||x||^2 + ||y||^2)`` -- where the expansion
+  would have lost more than ~2 u / TAU of relative accuracy -- is recomputed from explicit
+  differences. Float32: TAU = 1/8 (relative error of the distance <= ~2e-6); float64: TAU = 2^-12.
+* **Vectorised exp** (``_math.fast_exp``) instead of libm's scalar ``exp``.
+* The rbf backward of ``gram`` reuses the saved output K (w = G * K needs no exp), and runs as two
+  passes that stream G and K once each: rows for grad_x, 16-column blocks for grad_y.
+
+float16/bfloat16 inputs are computed in float32 and the results cast back to the input dtype.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from .. import _alloc
+from ._math import fast_exp
+from ._tiles import R, W, pack_panels, pad_cols, pad_rows, panel_dot, panel_l1
+
+KIND = {"rbf": 0, "laplacian": 1, "linear": 2, "polynomial": 3}
+TAU = {torch.float32: 1.0 / 8.0, torch.float64: 1.0 / 4096.0}
+_FLAGS = dict(parallel=True, cache=True, fastmath={"contract"})
+
+# --------------------------------------------------------------------------------------------------
+# jitted building blocks
+# --------------------------------------------------------------------------------------------------
+
+
+@njit(inline="always")
+def _powi(b, n):
+    """b ** n for an integer n >= 0 by repeated squaring (exact same rounding for every backend class)."""
+    out = b * 0 + 1
+    while n > 0:
+        if n & 1:
+            out *= b
+        b *= b
+        n >>= 1
+    return out
+
+
+@njit(inline="always")
+def _exact_sqdist(X, i, Y, j):
+    s = X[i, 0] * 0
+    for d in range(X.shape[1]):
+        t = X[i, d] - Y[j, d]
+        s += t * t
+    return s
+
+
+@njit(inline="always")
+def _sqdist_tile(Xp, i0, Yp, p, Yr, nx, ny, tau, M, acc):
+    """acc <- squared distances of rows i0..i0+R-1 to panel p, exact for close pairs."""
+    panel_dot(Xp, i0, Yp, p, acc)
+    j0 = p * W
+    need = False
+    for r in range(R):
+        for l in range(W):
+            nn = nx[i0 + r] + ny[j0 + l]
+            d2 = nn - 2 * acc[r, l]
+            need |= d2 < tau * nn
+            acc[r, l] = d2
+    if need:
+        for r in range(R):
+            for l in range(min(W, M - j0)):
+                nn = nx[i0 + r] + ny[j0 + l]
+                if acc[r, l] < tau * nn:
+                    acc[r, l] = _exact_sqdist(Xp, i0 + r, Yr, j0 + l)
+    for r in range(R):
+        for l in range(W):
+            acc[r, l] = max(acc[r, l], 0)
+
+
+@njit(inline="always")
+def _kernel_tile(kind, Xp, i0, Yp, p, Yr, nx, ny, g, degree, coef0, tau, M, acc, s):
+    """acc <- kernel values of the R x W tile; s <- its statistic (squared distance, L1 distance or dot)."""
+    if kind == 0:
+        _sqdist_tile(Xp, i0, Yp, p, Yr, nx, ny, tau, M, s)
+        for r in range(R):
+            for l in range(W):
+                acc[r, l] = fast_exp(-g * s[r, l])
+    elif kind == 1:
+        panel_l1(Xp, i0, Yp, p, s)
+        for r in range(R):
+            for l in range(W):
+                acc[r, l] = fast_exp(-g * s[r, l])
+    elif kind == 2:
+        panel_dot(Xp, i0, Yp, p, s)
+        for r in range(R):
+            for l in range(W):
+                acc[r, l] = s[r, l]
+    else:
+        panel_dot(Xp, i0, Yp, p, s)
+        for r in range(R):
+            for l in range(W):
+                acc[r, l] = _powi(g * s[r, l] + coef0, degree)
+
+
+@njit(**_FLAGS)
+def _gram_fwd(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
+    B = Xp.shape[0]
+    nI = Xp.shape[1] // R
+    nP = Yp.shape[1]
+    for task in prange(B * nI):
+        b = task // nI
+        i0 = (task % nI) * R
+        acc = np.empty((R, W), Xp.dtype)
+        s = np.empty((R, W), Xp.dtype)
+        g = gam[b]
+        rows = min(R, N - i0)
+        for p in range(nP):
+            _kernel_tile(kind, Xp[b], i0, Yp[b], p, Yr[b], nx[b], ny[b], g, degree, coef0, tau, M, acc, s)
+            j0 = p * W
+            if rows == R and j0 + W <= M:
+                for r in range(R):
+                    for l in range(W):
+                        out[b, i0 + r, j0 + l] = acc[r, l]
+            else:
+                for r in range(rows):
+                    for l in range(min(W, M - j0)):
+                        out[b, i0 + r, j0 + l] = acc[r, l]
+
+
+@njit(**_FLAGS)
+def _matvec_fwd(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, Vp, N, M, out):
+    """out[b, i, c] = sum_j k(x_i, y_j) v[j, c]; Vp is v in panels (B, nP, C, W), zero beyond M."""
+    B = Xp.shape[0]
+    nI = Xp.shape[1] // R
+    nP = Yp.shape[1]
+    C = Vp.shape[2]
+    for task in prange(B * nI):
+        b = task // nI
+        i0 = (task % nI) * R
+        acc = np.empty((R, W), Xp.dtype)
+        s = np.empty((R, W), Xp.dtype)
+        lanes = np.zeros((R, C, W), Xp.dtype)
+        g = gam[b]
+        for p in range(nP):
+            _kernel_tile(kind, Xp[b], i0, Yp[b], p, Yr[b], nx[b], ny[b], g, degree, coef0, tau, M, acc, s)
+            if p * W + W > M:  # padded points of y: their v is zero, but k * 0 must not become NaN
+                for r in range(R):
+                    for l in range(M - p * W, W):
+                        acc[r, l] = 0
+            for c in range(C):
+                for r in range(R):
+                    for l in range(W):
+                        lanes[r, c, l] += acc[r, l] * Vp[b, p, c, l]
+        for r in range(min(R, N - i0)):
+            for c in range(C):
+                t = lanes[r, c, 0] * 0
+                for l in range(W):
+                    t += lanes[r, c, l]
+                out[b, i0 + r, c] = t
+
+
+@njit(**_FLAGS)
+def _rbf_gram_bwd_rows(G, K, Yc, Xc, gam, gx):
+    """grad_x of <G, K> for the rbf kernel from the saved K:
+    gx_i = -2 gamma (x_i sum_j w_ij - sum_j w_ij y_j),  w = G * K.  Yc: (B, M, Dp), Dp % W == 0."""
+    B, N, M = G.shape
+    D = gx.shape[2]
+    Dp = Yc.shape[2]
+    nI = (N + R - 1) // R
+    JC = 256
+    for task in prange(B * nI):
+        b = task // nI
+        i0 = (task % nI) * R
+        rows = min(R, N - i0)
+        acc = np.zeros((R, Dp), Yc.dtype)
+        part = np.empty((R, W), Yc.dtype)
+        rs = np.zeros(R, Yc.dtype)
+        if rows == R:
+            for j0 in range(0, M, JC):
+                jn = min(JC, M - j0)
+                for d0 in range(0, Dp, W):
+                    for r in range(R):
+                        for l in range(W):
+                            part[r, l] = acc[r, d0 + l]
+                    for j in range(j0, j0 + jn):
+                        w0 = G[b, i0, j] * K[b, i0, j]
+                        w1 = G[b, i0 + 1, j] * K[b, i0 + 1, j]
+                        w2 = G[b, i0 + 2, j] * K[b, i0 + 2, j]
+                        w3 = G[b, i0 + 3, j] * K[b, i0 + 3, j]
+                        for l in range(W):
+                            yv = Yc[b, j, d0 + l]
+                            part[0, l] += w0 * yv
+                            part[1, l] += w1 * yv
+                            part[2, l] += w2 * yv
+                            part[3, l] += w3 * yv
+                    for r in range(R):
+                        for l in range(W):
+                            acc[r, d0 + l] = part[r, l]
+                for r in range(R):
+                    t = rs[r] * 0
+                    for j in range(j0, j0 + jn):
+                        t += G[b, i0 + r, j] * K[b, i0 + r, j]
+                    rs[r] += t
+        else:
+            for r in range(rows):
+                for j in range(M):
+                    w = G[b, i0 + r, j] * K[b, i0 + r, j]
+                    rs[r] += w
+                    for d in range(Dp):
+                        acc[r, d] += w * Yc[b, j, d]
+        m2g = -2 * gam[b]
+        for r in range(rows):
+            for d in range(D):
+                gx[b, i0 + r, d] = m2g * (Xc[b, i0 + r, d] * rs[r] - acc[r, d])
+
+
+@njit(**_FLAGS)
+def _rbf_gram_bwd_cols(G, K, Xc, Yc, gam, gy):
+    """grad_y of <G, K> for rbf: gy_j = -2 gamma (y_j sum_i w_ij - sum_i w_ij x_i).
+
+    Programs own blocks of W columns; for each chunk of rows the W-wide slices of G and K (one cache
+    line per row) stay in L1 while the 4-column sub-blocks and feature panels are swept.
+    Xc: (B, N, Dp) with Dp % W == 0."""
+    B, N, M = G.shape
+    D = gy.shape[2]
+    Dp = Xc.shape[2]
+    nJ = (M + W - 1) // W
+    IC = 128
+    for task in prange(B * nJ):
+        b = task // nJ
+        j0 = (task % nJ) * W
+        cols = min(W, M - j0)
+        acc = np.zeros((W, Dp), Xc.dtype)
+        part = np.empty((R, W), Xc.dtype)
+        cs = np.zeros(W, Xc.dtype)
+        for i0 in range(0, N, IC):
+            i1 = min(N, i0 + IC)
+            for c0 in range(0, cols - R + 1, R):
+                for d0 in range(0, Dp, W):
+                    for r in range(R):
+                        for l in range(W):
+                            part[r, l] = acc[c0 + r, d0 + l]
+                    for i in range(i0, i1):
+                        w0 = G[b, i, j0 + c0] * K[b, i, j0 + c0]
+                        w1 = G[b, i, j0 + c0 + 1] * K[b, i, j0 + c0 + 1]
+                        w2 = G[b, i, j0 + c0 + 2] * K[b, i, j0 + c0 + 2]
+                        w3 = G[b, i, j0 + c0 + 3] * K[b, i, j0 + c0 + 3]
+                        for l in range(W):
+                            xv = Xc[b, i, d0 + l]
+                            part[0, l] += w0 * xv
+                            part[1, l] += w1 * xv
+                            part[2, l] += w2 * xv
+                            part[3, l] += w3 * xv
+                    for r in range(R):
+                        for l in range(W):
+                            acc[c0 + r, d0 + l] = part[r, l]
+            for c in range(cols - cols % R, cols):  # ragged tail columns
+                for i in range(i0, i1):
+                    w = G[b, i, j0 + c] * K[b, i, j0 + c]
+                    for d in range(Dp):
+                        acc[c, d] += w * Xc[b, i, d]
+            for c in range(cols):
+                t = cs[c] * 0
+                for i in range(i0, i1):
+                    t += G[b, i, j0 + c] * K[b, i, j0 + c]
+                cs[c] += t
+        m2g = -2 * gam[b]
+        for c in range(cols):
+            for d in range(D):
+                gy[b, j0 + c, d] = m2g * (Yc[b, j0 + c, d] * cs[c] - acc[c, d])
+
+
+@njit(inline="always")
+def _weights_tile(kind, Xp, i0, Yp, p, Yr, nx, ny, g, degree, coef0, tau, M, u, w, dg, s):
+    """From the upstream weights u of a tile: w <- the weight of the tile's gradient reduction and
+    dg <- u * dk/dgamma.  (rbf: w = u k, the -2 gamma factor is applied per row at the end;
+    laplacian: w = -gamma u k, reduced against sign(x_i - y_j); linear / polynomial: w = u dk/ds,
+    reduced against y_j.)"""
+    if kind == 0:
+        _sqdist_tile(Xp, i0, Yp, p, Yr, nx, ny, tau, M, s)
+        for r in range(R):
+            for l in range(W):
+                t = u[r, l] * fast_exp(-g * s[r, l])
+                w[r, l] = t
+                dg[r, l] = -t * s[r, l]
+    elif kind == 1:
+        panel_l1(Xp, i0, Yp, p, s)
+        for r in range(R):
+            for l in range(W):
+                t = u[r, l] * fast_exp(-g * s[r, l])
+                w[r, l] = -g * t
+                dg[r, l] = -t * s[r, l]
+    elif kind == 2:
+        for r in range(R):
+            for l in range(W):
+                w[r, l] = u[r, l]
+                dg[r, l] = 0
+    else:
+        panel_dot(Xp, i0, Yp, p, s)
+        for r in range(R):
+            for l in range(W):
+                t = u[r, l] * degree * _powi(g * s[r, l] + coef0, degree - 1) if degree > 0 else u[r, l] * 0
+                w[r, l] = g * t
+                dg[r, l] = t * s[r, l]
+
+
+@njit(**_FLAGS)
+def _generic_bwd_rows(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, N, M, umode, U, Gb, V, gx, gg_rows):
+    """grad_x of sum_ij u_ij k(x_i, y_j) for any kernel kind, in one pass (no N x M buffer).
+
+    umode 0: u = U[b, i, j];  umode 1: u = U[b, j, i] (transposed read);  umode 2: u = <Gb[b, i], V[b, j]>.
+    gg_rows[b, i] receives row i's share of grad_gamma."""
+    B = Xp.shape[0]
+    nI = Xp.shape[1] // R
+    nP = Yp.shape[1]
+    D = gx.shape[2]
+    C = V.shape[2]
+    for task in prange(B * nI):
+        b = task // nI
+        i0 = (task % nI) * R
+        rows = min(R, N - i0)
+        g = gam[b]
+        u = np.zeros((R, W), Xp.dtype)
+        w = np.empty((R, W), Xp.dtype)
+        dg = np.empty((R, W), Xp.dtype)
+        s = np.empty((R, W), Xp.dtype)
+        acc = np.zeros((R, D), Xp.dtype)
+        rs = np.zeros(R, Xp.dtype)
+        ggr = np.zeros(R, Xp.dtype)
+        for p in range(nP):
+            j0 = p * W
+            cols = min(W, M - j0)
+            for r in range(R):
+                for l in range(W):
+                    u[r, l] = 0  # padded rows / columns carry no weight
+            for r in range(rows):
+                for l in range(cols):
+                    if umode == 0:
+                        u[r, l] = U[b, i0 + r, j0 + l]
+                    elif umode == 1:
+                        u[r, l] = U[b, j0 + l, i0 + r]
+                    else:
+                        t = u[r, l] * 0
+                        for c in range(C):
+                            t += Gb[b, i0 + r, c] * V[b, j0 + l, c]
+                        u[r, l] = t
+            _weights_tile(kind, Xp[b], i0, Yp[b], p, Yr[b], nx[b], ny[b], g, degree, coef0, tau, M, u, w, dg, s)
+            for r in range(rows):
+                for l in range(cols):
+                    wv = w[r, l]
+                    rs[r] += wv
+                    ggr[r] += dg[r, l]
+                    if kind == 1:
+                        for d in range(D):
+                            t = Xp[b, i0 + r, d] - Yr[b, j0 + l, d]
+                            acc[r, d] += wv * ((t > 0) * 1.0 - (t < 0) * 1.0)
+                    else:
+                        for d in range(D):
+                            acc[r, d] += wv * Yr[b, j0 + l, d]
+        for r in range(rows):
+            gg_rows[b, i0 + r] = ggr[r]
+            if kind == 0:
+                m2g = -2 * g
+                for d in range(D):
+                    gx[b, i0 + r, d] = m2g * (Xp[b, i0 + r, d] * rs[r] - acc[r, d])
+            else:
+                for d in range(D):
+                    gx[b, i0 + r, d] = acc[r, d]
+
+
+# --------------------------------------------------------------------------------------------------
+# launchers (the backend contract)
+# --------------------------------------------------------------------------------------------------
+
+
+def _cdtype(t: torch.Tensor) -> torch.dtype:
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+class _Prepared:
+    """Inputs laid out for the tile kernels: centred (rbf), row-padded x, y in panels, norms."""
+
+    def __init__(self, x, y, kind, dtype):
+        sym = y is None
+        xs = x.to(dtype)
+        ys = xs if sym else y.to(dtype)
+        if kind == 0:  # translation invariance: centre on the common mean so norms (and cancellation) shrink
+            n = xs.shape[1] + (0 if sym else ys.shape[1])
+            centre = (xs.sum(1, keepdim=True) + (0 if sym else ys.sum(1, keepdim=True))) / max(n, 1)
+            xs = xs - centre
+            ys = xs if sym else ys - centre
+        self.x = xs.contiguous()
+        self.y = ys.contiguous()
+        self.xp = pad_rows(self.x)
+        self.yp = pack_panels(self.y)
+        self.nx = (self.xp * self.xp).sum(-1)
+        self.ny = pad_rows((self.y * self.y).sum(-1, keepdim=True), W)[..., 0].contiguous()
+        self.N, self.M = xs.shape[1], ys.shape[1]
+
+
+def _np(t):
+    return t.detach().numpy()
+
+
+def _scalars(gamma, dtype):
+    return _np(gamma.to(dtype).contiguous())
+
+
+def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.Tensor:
+    dtype = _cdtype(x)
+    kind = KIND[kernel]
+    P = _Prepared(x, y, kind, dtype)
+    B = x.shape[0]
+    out = _alloc.empty((B, P.N, P.M), dtype=dtype, device=x.device)
+    if out.numel():
+        _gram_fwd(_np(P.xp), _np(P.yp), _np(P.y), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
+                  float(coef0), TAU[dtype], P.N, P.M, _np(out))
+    return out.to(x.dtype)
+
+
+def gram_matvec_forward(x, y, v, gamma, kernel: str, degree: int, coef0: float) -> torch.Tensor:
+    dtype = _cdtype(x)
+    kind = KIND[kernel]
+    P = _Prepared(x, y, kind, dtype)
+    B, C = x.shape[0], v.shape[2]
+    vp = pack_panels(v.to(dtype))  # (B, nP, C, W)
+    out = _alloc.empty((B, P.N, C), dtype=dtype, device=x.device)
+    if out.numel():
+        _matvec_fwd(_np(P.xp), _np(P.yp), _np(P.y), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
+                    float(coef0), TAU[dtype], _np(vp), P.N, P.M, _np(out))
+    return out.to(x.dtype)
+
+
+def _generic_rows(P, gamma, kind, degree, coef0, umode, U, Gb, V, dtype):
+    B = P.x.shape[0]
+    D = P.x.shape[2]
+    gx = _alloc.empty((B, P.N, D), dtype=dtype, device=P.x.device)
+    ggr = _alloc.empty((B, P.N), dtype=dtype, device=P.x.device)
+    if P.N:
+        _generic_bwd_rows(_np(P.xp), _np(P.yp), _np(P.y), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind,
+                          int(degree), float(coef0), TAU[dtype], P.N, P.M, umode, _np(U), _np(Gb), _np(V),
+                          _np(gx), _np(ggr))
+    return gx, ggr.sum(1)
+
+
+def _dummy(dtype):
+    return torch.zeros(1, 1, 1, dtype=dtype)
+
+
+def gram_backward(grad, x, y, gamma, K, kernel: str, degree: int, coef0: float, needs=(True, True, True)):
+    """(grad_x, grad_y, grad_gamma) of <grad, K>; grad_y is None when y is None (its share is in grad_x)."""
+    dtype = _cdtype(x)
+    kind = KIND[kernel]
+    G = grad.to(dtype).contiguous()
+    sym = y is None
+    need_y = needs[1] and not sym
+    gx = gy = gg = None
+    P = _Prepared(x, y, kind, dtype)
+    B, N, M = G.shape
+    D = x.shape[2]
+    if kind == 0 and not needs[2]:
+        # rbf: w = G * K from the saved output, no exp; rows pass for x, column-block pass for y
+        Kc = K.to(dtype).contiguous()
+        gam = _scalars(gamma, dtype)
+        if needs[0]:
+            gx = _alloc.empty((B, N, D), dtype=dtype, device=x.device)
+            if gx.numel():
+                _rbf_gram_bwd_rows(_np(G), _np(Kc), _np(pad_cols(P.y)), _np(P.x), gam, _np(gx))
+        if (sym and needs[0]) or need_y:
+            gyt = _alloc.empty((B, M, D), dtype=dtype, device=x.device)
+            if gyt.numel():
+                _rbf_gram_bwd_cols(_np(G), _np(Kc), _np(pad_cols(P.x)), _np(P.y), gam, _np(gyt))
+            if sym:
+                gx = gx + gyt   # K_ij = k(x_i, x_j): x_m also enters as the second argument
+            else:
+                gy = gyt
+        return _cast(gx, x), _cast(gy, x), None
+    # any kernel (and grad_gamma): recompute the tiles; rows of (x, y) with u = G, rows of (y, x) with u = G^T
+    d = _dummy(dtype)
+    gx, gg = _generic_rows(P, gamma, kind, degree, coef0, 0, G, d, d, dtype)
+    if sym and needs[0]:
+        gx2, _ = _generic_rows(P, gamma, kind, degree, coef0, 1, G, d, d, dtype)
+        gx = gx + gx2
+    elif need_y:
+        Q = _Prepared(y, x, kind, dtype)
+        gy, _ = _generic_rows(Q, gamma, kind, degree, coef0, 1, G, d, d, dtype)
+    return (_cast(gx, x) if needs[0] else None, _cast(gy, x) if need_y else None,
+            gg.to(gamma.dtype) if needs[2] else None)
+
+
+def _cast(t, like):
+    return None if t is None else t.to(like.dtype)
+
+
+def gram_matvec_backward(grad, x, y, v, gamma, kernel: str, degree: int, coef0: float, needs=(True, True, True, True)):
+    """(grad_x, grad_y, grad_v, grad_gamma) of <grad, K(x, y) v>; every term is a fused reduction."""
+    dtype = _cdtype(x)
+    kind = KIND[kernel]
+    Gb = grad.to(dtype).contiguous()
+    V = v.to(dtype).contiguous()
+    sym = y is None
+    d = _dummy(dtype)
+    gx = gy = gv = gg = None
+    need_rows = needs[0] or needs[3]
+    P = _Prepared(x, y, kind, dtype)
+    if need_rows:
+        gx, gg = _generic_rows(P, gamma, kind, degree, coef0, 2, d, Gb, V, dtype)
+    if needs[1] or (sym and needs[0]):
+        # grad_y: rows of (y, x) with u_ji = <v_j, grad_i>
+        Q = P if sym else _Prepared(y, x, kind, dtype)
+        gyt, _ = _generic_rows(Q, gamma, kind, degree, coef0, 2, d, V, Gb, dtype)
+        if sym:
+            gx = gx + gyt
+        else:
+            gy = gyt
+    if needs[2]:
+        # grad_v = K(y, x) @ grad
+        gv = gram_matvec_forward(x if sym else y, None if sym else x, Gb, gamma, kernel, degree, coef0).to(dtype)
+    return (_cast(gx, x) if needs[0] else None, _cast(gy, x), _cast(gv, v),
+            gg.to(gamma.dtype) if needs[3] else None)
