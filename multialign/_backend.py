@@ -92,11 +92,17 @@ def _device_of(tensors) -> torch.device | None:
 def resolve_backend(backend: str, *tensors: torch.Tensor, op: str = "op") -> str:
     """Turn ``backend`` (possibly ``"auto"``) into a concrete backend that can run ``tensors``.
 
-    Raises :class:`BackendError` when the chosen backend cannot serve the tensors' device.
+    Raises :class:`BackendError` when the chosen backend cannot serve the tensors' device. Under
+    ``torch.compile`` the decision is taken once, at trace time, and baked into the graph.
     """
-    _check_name(backend, f"{op}: backend")
     device = _device_of(tensors)
-    dev_type = device.type if device is not None else "cpu"
+    return _resolve(backend, "cpu" if device is None else str(device), op)
+
+
+@torch.compiler.assume_constant_result
+def _resolve(backend: str, device: str, op: str) -> str:
+    _check_name(backend, f"{op}: backend")
+    dev_type = torch.device(device).type
     if backend == "auto":
         backend = _context_default() or _env_default() or "auto"
     if backend == "auto":

@@ -49,7 +49,7 @@ def validation_enabled() -> bool:
 
 
 def _shape(t: torch.Tensor) -> str:
-    return "(" + ", ".join(str(s) for s in t.shape) + ")"
+    return str(tuple(t.shape))
 
 
 def check_tensor(name: str, t, *, op: str, min_dim: int = 1, max_dim: int | None = None,

@@ -64,8 +64,11 @@ def _exact_sqdist(X, i, Y, j):
 
 
 @njit(inline="always")
-def _sqdist_tile(Xp, i0, Yp, p, Yr, nx, ny, tau, M, acc):
-    """acc <- squared distances of rows i0..i0+R-1 to panel p, exact for close pairs."""
+def _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, acc):
+    """acc <- squared distances of rows i0..i0+R-1 to panel p, exact for close pairs.
+
+    Xp, Yp hold the centred points; the exact recompute reads the original points Xo (row-padded), Yo:
+    centring itself rounds each coordinate to ~u |x - c|, more than a close pair's distance."""
     panel_dot(Xp, i0, Yp, p, acc)
     j0 = p * W
     need = False
@@ -80,17 +83,17 @@ def _sqdist_tile(Xp, i0, Yp, p, Yr, nx, ny, tau, M, acc):
             for l in range(min(W, M - j0)):
                 nn = nx[i0 + r] + ny[j0 + l]
                 if acc[r, l] < tau * nn:
-                    acc[r, l] = _exact_sqdist(Xp, i0 + r, Yr, j0 + l)
+                    acc[r, l] = _exact_sqdist(Xo, i0 + r, Yo, j0 + l)
     for r in range(R):
         for l in range(W):
             acc[r, l] = max(acc[r, l], 0)
 
 
 @njit(inline="always")
-def _kernel_tile(kind, Xp, i0, Yp, p, Yr, nx, ny, g, degree, coef0, tau, M, acc, s):
+def _kernel_tile(kind, Xp, i0, Yp, p, Xo, Yo, nx, ny, g, degree, coef0, tau, M, acc, s):
     """acc <- kernel values of the R x W tile; s <- its statistic (squared distance, L1 distance or dot)."""
     if kind == 0:
-        _sqdist_tile(Xp, i0, Yp, p, Yr, nx, ny, tau, M, s)
+        _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, s)
         for r in range(R):
             for l in range(W):
                 acc[r, l] = fast_exp(-g * s[r, l])
@@ -112,7 +115,7 @@ def _kernel_tile(kind, Xp, i0, Yp, p, Yr, nx, ny, g, degree, coef0, tau, M, acc,
 
 
 @njit(**_FLAGS)
-def _gram_fwd(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
+def _gram_fwd(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
     B = Xp.shape[0]
     nI = Xp.shape[1] // R
     nP = Yp.shape[1]
@@ -124,7 +127,7 @@ def _gram_fwd(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
         g = gam[b]
         rows = min(R, N - i0)
         for p in range(nP):
-            _kernel_tile(kind, Xp[b], i0, Yp[b], p, Yr[b], nx[b], ny[b], g, degree, coef0, tau, M, acc, s)
+            _kernel_tile(kind, Xp[b], i0, Yp[b], p, Xo[b], Yo[b], nx[b], ny[b], g, degree, coef0, tau, M, acc, s)
             j0 = p * W
             if rows == R and j0 + W <= M:
                 for r in range(R):
@@ -137,7 +140,7 @@ def _gram_fwd(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
 
 
 @njit(**_FLAGS)
-def _matvec_fwd(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, Vp, N, M, out):
+def _matvec_fwd(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, Vp, N, M, out):
     """out[b, i, c] = sum_j k(x_i, y_j) v[j, c]; Vp is v in panels (B, nP, C, W), zero beyond M."""
     B = Xp.shape[0]
     nI = Xp.shape[1] // R
@@ -151,7 +154,7 @@ def _matvec_fwd(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, Vp, N, M, out
         lanes = np.zeros((R, C, W), Xp.dtype)
         g = gam[b]
         for p in range(nP):
-            _kernel_tile(kind, Xp[b], i0, Yp[b], p, Yr[b], nx[b], ny[b], g, degree, coef0, tau, M, acc, s)
+            _kernel_tile(kind, Xp[b], i0, Yp[b], p, Xo[b], Yo[b], nx[b], ny[b], g, degree, coef0, tau, M, acc, s)
             if p * W + W > M:  # padded points of y: their v is zero, but k * 0 must not become NaN
                 for r in range(R):
                     for l in range(M - p * W, W):
@@ -280,13 +283,13 @@ def _rbf_gram_bwd_cols(G, K, Xc, Yc, gam, gy):
 
 
 @njit(inline="always")
-def _weights_tile(kind, Xp, i0, Yp, p, Yr, nx, ny, g, degree, coef0, tau, M, u, w, dg, s):
+def _weights_tile(kind, Xp, i0, Yp, p, Xo, Yo, nx, ny, g, degree, coef0, tau, M, u, w, dg, s):
     """From the upstream weights u of a tile: w <- the weight of the tile's gradient reduction and
     dg <- u * dk/dgamma.  (rbf: w = u k, the -2 gamma factor is applied per row at the end;
     laplacian: w = -gamma u k, reduced against sign(x_i - y_j); linear / polynomial: w = u dk/ds,
     reduced against y_j.)"""
     if kind == 0:
-        _sqdist_tile(Xp, i0, Yp, p, Yr, nx, ny, tau, M, s)
+        _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, s)
         for r in range(R):
             for l in range(W):
                 t = u[r, l] * fast_exp(-g * s[r, l])
@@ -314,7 +317,7 @@ def _weights_tile(kind, Xp, i0, Yp, p, Yr, nx, ny, g, degree, coef0, tau, M, u, 
 
 
 @njit(**_FLAGS)
-def _generic_bwd_rows(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, N, M, umode, U, Gb, V, gx, gg_rows):
+def _generic_bwd_rows(Xp, Yp, Yr, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, N, M, umode, U, Gb, V, gx, gg_rows):
     """grad_x of sum_ij u_ij k(x_i, y_j) for any kernel kind, in one pass (no N x M buffer).
 
     umode 0: u = U[b, i, j];  umode 1: u = U[b, j, i] (transposed read);  umode 2: u = <Gb[b, i], V[b, j]>.
@@ -353,7 +356,8 @@ def _generic_bwd_rows(Xp, Yp, Yr, nx, ny, gam, kind, degree, coef0, tau, N, M, u
                         for c in range(C):
                             t += Gb[b, i0 + r, c] * V[b, j0 + l, c]
                         u[r, l] = t
-            _weights_tile(kind, Xp[b], i0, Yp[b], p, Yr[b], nx[b], ny[b], g, degree, coef0, tau, M, u, w, dg, s)
+            _weights_tile(kind, Xp[b], i0, Yp[b], p, Xo[b], Yo[b], nx[b], ny[b], g, degree, coef0, tau, M, u, w, dg,
+                          s)
             for r in range(rows):
                 for l in range(cols):
                     wv = w[r, l]
@@ -393,6 +397,8 @@ class _Prepared:
         sym = y is None
         xs = x.to(dtype)
         ys = xs if sym else y.to(dtype)
+        self.xo = pad_rows(xs.contiguous())   # original points, for the exact recompute of close pairs
+        self.yo = ys.contiguous()
         if kind == 0:  # translation invariance: centre on the common mean so norms (and cancellation) shrink
             n = xs.shape[1] + (0 if sym else ys.shape[1])
             centre = (xs.sum(1, keepdim=True) + (0 if sym else ys.sum(1, keepdim=True))) / max(n, 1)
@@ -422,7 +428,7 @@ def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.T
     B = x.shape[0]
     out = _alloc.empty((B, P.N, P.M), dtype=dtype, device=x.device)
     if out.numel():
-        _gram_fwd(_np(P.xp), _np(P.yp), _np(P.y), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
+        _gram_fwd(_np(P.xp), _np(P.yp), _np(P.xo), _np(P.yo), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
                   float(coef0), TAU[dtype], P.N, P.M, _np(out))
     return out.to(x.dtype)
 
@@ -435,7 +441,7 @@ def gram_matvec_forward(x, y, v, gamma, kernel: str, degree: int, coef0: float) 
     vp = pack_panels(v.to(dtype))  # (B, nP, C, W)
     out = _alloc.empty((B, P.N, C), dtype=dtype, device=x.device)
     if out.numel():
-        _matvec_fwd(_np(P.xp), _np(P.yp), _np(P.y), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
+        _matvec_fwd(_np(P.xp), _np(P.yp), _np(P.xo), _np(P.yo), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
                     float(coef0), TAU[dtype], _np(vp), P.N, P.M, _np(out))
     return out.to(x.dtype)
 
@@ -446,7 +452,7 @@ def _generic_rows(P, gamma, kind, degree, coef0, umode, U, Gb, V, dtype):
     gx = _alloc.empty((B, P.N, D), dtype=dtype, device=P.x.device)
     ggr = _alloc.empty((B, P.N), dtype=dtype, device=P.x.device)
     if P.N:
-        _generic_bwd_rows(_np(P.xp), _np(P.yp), _np(P.y), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind,
+        _generic_bwd_rows(_np(P.xp), _np(P.yp), _np(P.y), _np(P.xo), _np(P.yo), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind,
                           int(degree), float(coef0), TAU[dtype], P.N, P.M, umode, _np(U), _np(Gb), _np(V),
                           _np(gx), _np(ggr))
     return gx, ggr.sum(1)

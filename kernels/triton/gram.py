@@ -74,10 +74,13 @@ _INTERPRET_CONFIG = triton.Config({"BN": 16, "BM": 16, "BD": 16})
 # device helpers
 # ---------------------------------------------------------------------------------------------------
 @triton.jit
-def _stat_tile(x_ptr, sxn, sxd, y_ptr, syn, syd, nx_ptr, ny_ptr, rn, rm, N, M, D, g, TAU,
+def _stat_tile(x_ptr, sxn, sxd, y_ptr, syn, syd, xo_ptr, yo_ptr, nx_ptr, ny_ptr, rn, rm, N, M, D, g, TAU,
                KIND: tl.constexpr, BN: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr,
                ACC: tl.constexpr, IN_PREC: tl.constexpr):
-    """The tile statistic: squared distance (rbf), L1 distance (laplacian) or dot product."""
+    """The tile statistic: squared distance (rbf), L1 distance (laplacian) or dot product.
+
+    x/y hold the (centred) points; xo/yo the original points with the same strides, read only to
+    recompute close pairs exactly (centring rounds each coordinate by ~u |x - c|)."""
     mn = rn < N
     mm = rm < M
     if KIND == 1:
@@ -104,8 +107,8 @@ def _stat_tile(x_ptr, sxn, sxd, y_ptr, syn, syd, nx_ptr, ny_ptr, rn, rm, N, M, D
                 # close pairs lost their distance to cancellation: recompute from differences
                 ex = tl.zeros((BN, BM), ACC)
                 for d in range(0, D):
-                    xc = tl.load(x_ptr + rn * sxn + d * sxd, mask=mn, other=0.0).to(ACC)
-                    yc = tl.load(y_ptr + rm * syn + d * syd, mask=mm, other=0.0).to(ACC)
+                    xc = tl.load(xo_ptr + rn * sxn + d * sxd, mask=mn, other=0.0).to(ACC)
+                    yc = tl.load(yo_ptr + rm * syn + d * syd, mask=mm, other=0.0).to(ACC)
                     t = xc[:, None] - yc[None, :]
                     ex += t * t
                 d2 = tl.where(need, ex, d2)
@@ -135,7 +138,7 @@ def _phi(s, g, coef0, DEGREE, KIND: tl.constexpr):
 # ---------------------------------------------------------------------------------------------------
 @autotune(_FWD_CONFIGS, key=["N", "M", "D", "KIND"], interpret_config=_INTERPRET_CONFIG)
 @triton.jit
-def _gram_fwd_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, nx_ptr, ny_ptr, g_ptr, out_ptr, sob, son, som,
+def _gram_fwd_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, xo_ptr, yo_ptr, nx_ptr, ny_ptr, g_ptr, out_ptr, sob, son, som,
                      N, M, D, coef0, DEGREE, TAU,
                      KIND: tl.constexpr, ACC: tl.constexpr, IN_PREC: tl.constexpr,
                      BN: tl.constexpr, BM: tl.constexpr, BD: tl.constexpr):
@@ -146,7 +149,8 @@ def _gram_fwd_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, nx_ptr, ny_ptr,
     rn = pid_n * BN + tl.arange(0, BN)
     rm = pid_m * BM + tl.arange(0, BM)
     g = tl.load(g_ptr + b).to(ACC)
-    s = _stat_tile(x_ptr + b * sxb, sxn, sxd, y_ptr + b * syb, syn, syd, nx_ptr + b * N, ny_ptr + b * M,
+    s = _stat_tile(x_ptr + b * sxb, sxn, sxd, y_ptr + b * syb, syn, syd, xo_ptr + b * sxb, yo_ptr + b * syb,
+                   nx_ptr + b * N, ny_ptr + b * M,
                    rn, rm, N, M, D, g, TAU, KIND, BN, BM, BD, ACC, IN_PREC)
     k = _phi(s, g, coef0, DEGREE, KIND)
     mask = (rn[:, None] < N) & (rm[None, :] < M)
@@ -158,7 +162,7 @@ def _gram_fwd_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, nx_ptr, ny_ptr,
 # ---------------------------------------------------------------------------------------------------
 @autotune(_MATVEC_CONFIGS, key=["N", "M", "D", "C", "KIND"], interpret_config=_INTERPRET_CONFIG)
 @triton.jit
-def _gram_matvec_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, nx_ptr, ny_ptr, g_ptr,
+def _gram_matvec_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, xo_ptr, yo_ptr, nx_ptr, ny_ptr, g_ptr,
                         v_ptr, svb, svm, svc, out_ptr, sob, son, soc,
                         N, M, D, C, coef0, DEGREE, TAU,
                         KIND: tl.constexpr, ACC: tl.constexpr, IN_PREC: tl.constexpr, BC: tl.constexpr,
@@ -173,7 +177,8 @@ def _gram_matvec_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, nx_ptr, ny_p
     acc = tl.zeros((BN, BC), ACC)
     for m0 in range(0, M, BM):
         rm = m0 + tl.arange(0, BM)
-        s = _stat_tile(x_ptr + b * sxb, sxn, sxd, y_ptr + b * syb, syn, syd, nx_ptr + b * N, ny_ptr + b * M,
+        s = _stat_tile(x_ptr + b * sxb, sxn, sxd, y_ptr + b * syb, syn, syd, xo_ptr + b * sxb, yo_ptr + b * syb,
+                   nx_ptr + b * N, ny_ptr + b * M,
                        rn, rm, N, M, D, g, TAU, KIND, BN, BM, BD, ACC, IN_PREC)
         k = _phi(s, g, coef0, DEGREE, KIND)
         k = tl.where(rm[None, :] < M, k, 0.0)
@@ -189,7 +194,7 @@ def _gram_matvec_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, nx_ptr, ny_p
 # ---------------------------------------------------------------------------------------------------
 @autotune(_BWD_CONFIGS, key=["N", "M", "D", "KIND", "UMODE", "SAVED_K"], interpret_config=_INTERPRET_CONFIG)
 @triton.jit
-def _gram_bwd_rows_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, nx_ptr, ny_ptr, g_ptr,
+def _gram_bwd_rows_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, xo_ptr, yo_ptr, nx_ptr, ny_ptr, g_ptr,
                           u_ptr, sub, su0, su1, k_ptr, skb, sk0, sk1,
                           gb_ptr, sgb, sgn, sgc, v_ptr, svb, svm, svc,
                           gx_ptr, sgxb, sgxn, sgxd, ggr_ptr,
@@ -233,7 +238,8 @@ def _gram_bwd_rows_kernel(x_ptr, sxb, sxn, sxd, y_ptr, syb, syn, syd, nx_ptr, ny
             k = tl.load(k_ptr + b * skb + rn[:, None] * sk0 + rm[None, :] * sk1, mask=mask, other=0.0).to(ACC)
             w = u * k
         else:
-            s = _stat_tile(x_ptr + b * sxb, sxn, sxd, y_ptr + b * syb, syn, syd, nx_ptr + b * N, ny_ptr + b * M,
+            s = _stat_tile(x_ptr + b * sxb, sxn, sxd, y_ptr + b * syb, syn, syd, xo_ptr + b * sxb, yo_ptr + b * syb,
+                   nx_ptr + b * N, ny_ptr + b * M,
                            rn, rm, N, M, D, g, TAU, KIND, BN, BM, BD, ACC, IN_PREC)
             if KIND == 0:
                 t = u * tl.exp(-g * s)
@@ -312,6 +318,8 @@ class _Prepared:
     def __init__(self, x, y, kind):
         sym = y is None
         acc = _acc_torch(x.dtype)
+        self.xo = x.contiguous()
+        self.yo = self.xo if sym else y.contiguous()
         if kind == 0:
             xa = x.to(acc)
             ya = xa if sym else y.to(acc)
@@ -331,6 +339,7 @@ class _Prepared:
     def swapped(self):
         other = object.__new__(_Prepared)
         other.x, other.y, other.nx, other.ny = self.y, self.x, self.ny, self.nx
+        other.xo, other.yo = self.yo, self.xo
         other.N, other.M, other.D = self.M, self.N, self.D
         return other
 
@@ -347,7 +356,7 @@ def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.T
     if out.numel() == 0:
         return out
     grid = lambda meta: (triton.cdiv(P.N, meta["BN"]), triton.cdiv(P.M, meta["BM"]), B)
-    _gram_fwd_kernel[grid](P.x, *P.x.stride(), P.y, *P.y.stride(), P.nx, P.ny, _gamma(gamma, x.dtype),
+    _gram_fwd_kernel[grid](P.x, *P.x.stride(), P.y, *P.y.stride(), P.xo, P.yo, P.nx, P.ny, _gamma(gamma, x.dtype),
                            out, *out.stride(), P.N, P.M, P.D, float(coef0), int(degree), TAU[x.dtype],
                            KIND=kind, ACC=_acc_tl(x.dtype), IN_PREC=_in_prec(x.dtype))
     return out
@@ -362,7 +371,7 @@ def _matvec(P, v, gamma, kind, degree, coef0, dtype):
         return out.zero_()
     BC = min(_next_pow2(C), 64)
     grid = lambda meta: (triton.cdiv(P.N, meta["BN"]), triton.cdiv(C, BC), B)
-    _gram_matvec_kernel[grid](P.x, *P.x.stride(), P.y, *P.y.stride(), P.nx, P.ny, _gamma(gamma, dtype),
+    _gram_matvec_kernel[grid](P.x, *P.x.stride(), P.y, *P.y.stride(), P.xo, P.yo, P.nx, P.ny, _gamma(gamma, dtype),
                               v, *v.stride(), out, *out.stride(), P.N, P.M, P.D, C, float(coef0), int(degree),
                               TAU[dtype], KIND=kind, ACC=_acc_tl(dtype), IN_PREC=_in_prec(dtype), BC=BC)
     return out
@@ -411,7 +420,7 @@ def _rows(P, gamma, kind, degree, coef0, dtype, *, U=None, transpose_u=False, K=
         skb = sk0 = sk1 = 0
     BDO = min(_next_pow2(P.D), 64)
     grid = lambda meta: (triton.cdiv(P.N, meta["BN"]), triton.cdiv(P.D, BDO), B)
-    _gram_bwd_rows_kernel[grid](P.x, *P.x.stride(), P.y, *P.y.stride(), P.nx, P.ny, _gamma(gamma, dtype),
+    _gram_bwd_rows_kernel[grid](P.x, *P.x.stride(), P.y, *P.y.stride(), P.xo, P.yo, P.nx, P.ny, _gamma(gamma, dtype),
                                 U, sub, su0, su1, K, skb, sk0, sk1, gb, *gb.stride(), v, *v.stride(),
                                 gx, *gx.stride(), ggr, P.N, P.M, P.D, C, float(coef0), int(degree), TAU[dtype],
                                 KIND=kind, UMODE=umode, SAVED_K=K is not dummy, ACC=_acc_tl(dtype),
@@ -475,16 +484,17 @@ def _aot_specs():
 
     common = {"KIND": 0, "ACC": tl.float32, "IN_PREC": "tf32x3"}
     f, i = "*fp32", "i32"
-    fwd_sig = {"x_ptr": f, "sxb": i, "sxn": i, "sxd": i, "y_ptr": f, "syb": i, "syn": i, "syd": i, "nx_ptr": f,
+    fwd_sig = {"x_ptr": f, "sxb": i, "sxn": i, "sxd": i, "y_ptr": f, "syb": i, "syn": i, "syd": i, "xo_ptr": f,
+               "yo_ptr": f, "nx_ptr": f,
                "ny_ptr": f, "g_ptr": f, "out_ptr": f, "sob": i, "son": i, "som": i, "N": i, "M": i, "D": i,
                "coef0": "fp32", "DEGREE": i, "TAU": "fp32", "KIND": "constexpr", "ACC": "constexpr",
                "IN_PREC": "constexpr", "BN": "constexpr", "BM": "constexpr", "BD": "constexpr"}
     mv_sig = {k: v for k, v in fwd_sig.items() if k not in ("out_ptr", "sob", "son", "som")}
-    mv_sig = {**{k: mv_sig[k] for k in list(mv_sig)[:11]}, "v_ptr": f, "svb": i, "svm": i, "svc": i,
+    mv_sig = {**{k: mv_sig[k] for k in list(mv_sig)[:13]}, "v_ptr": f, "svb": i, "svm": i, "svc": i,
               "out_ptr": f, "sob": i, "son": i, "soc": i, "N": i, "M": i, "D": i, "C": i, "coef0": "fp32",
               "DEGREE": i, "TAU": "fp32", "KIND": "constexpr", "ACC": "constexpr", "IN_PREC": "constexpr",
               "BC": "constexpr", "BN": "constexpr", "BM": "constexpr", "BD": "constexpr"}
-    bwd_sig = {**{k: fwd_sig[k] for k in list(fwd_sig)[:11]}, "u_ptr": f, "sub": i, "su0": i, "su1": i,
+    bwd_sig = {**{k: fwd_sig[k] for k in list(fwd_sig)[:13]}, "u_ptr": f, "sub": i, "su0": i, "su1": i,
                "k_ptr": f, "skb": i, "sk0": i, "sk1": i, "gb_ptr": f, "sgb": i, "sgn": i, "sgc": i,
                "v_ptr": f, "svb": i, "svm": i, "svc": i, "gx_ptr": f, "sgxb": i, "sgxn": i, "sgxd": i,
                "ggr_ptr": f, "N": i, "M": i, "D": i, "C": i, "coef0": "fp32", "DEGREE": i, "TAU": "fp32",
