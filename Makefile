@@ -23,7 +23,8 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e ".[bench]"
-	$(VENV)/bin/pytest benchmarks -q --benchmark-only $(PYTEST_ARGS)
+	$(VENV)/bin/pytest benchmarks -o python_files='bench_*.py' --ignore=benchmarks/benchmarks -q \
+	  --benchmark-only --benchmark-group-by=group $(PYTEST_ARGS)
 
 wheel: $(VENV)/.installed
 	$(PY) -m build --wheel --outdir dist .

@@ -210,7 +210,8 @@ def test_mmd2_zero_for_identical_samples_and_positive_otherwise():
 
 def _grad_shapes(backend):
     # the interpreter evaluates every numerical-Jacobian column through Triton: one small batched shape
-    return [((2,), 5, 4, 3)] if backend == "triton" else [((), 3, 2, 2), ((2,), 7, 5, 3), ((), 17, 19, 5)]
+    # Numba also gets a shape with ragged 4 x 16 tiles in both directions
+    return {"triton": [((2,), 5, 4, 3)], "torch": [((2,), 7, 5, 3)]}.get(backend, [((2,), 7, 5, 3), ((), 17, 19, 5)])
 
 
 def _fast(backend):
@@ -371,7 +372,7 @@ def test_bad_inputs_have_clear_errors():
         ops.gram(torch.zeros(3, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"batch dimensions do not broadcast"):
         ops.gram(make_tensor(2, 5, 3), make_tensor(3, 4, 3))
-    with pytest.raises(ValueError, match=r"gamma of shape \(3,\) does not broadcast"):
+    with pytest.raises(ValueError, match=r"do not broadcast.*gamma batch shape \(3,\)"):
         ops.gram(make_tensor(2, 5, 3), make_tensor(2, 4, 3), gamma=torch.ones(3, dtype=torch.float64))
     with pytest.raises(ValueError, match=r"degree must be an integer >= 0, got -2"):
         ops.gram(x, y, kernel="polynomial", degree=-2)

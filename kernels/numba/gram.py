@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from numba import njit, prange
+from numba import get_num_threads, get_thread_id, njit, prange
 
 from .. import _alloc
 from ._math import fast_exp
@@ -169,6 +169,62 @@ def _matvec_fwd(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, Vp, N, M,
                 for l in range(W):
                     t += lanes[r, c, l]
                 out[b, i0 + r, c] = t
+
+
+@njit(**_FLAGS)
+def _matvec_fwd_sym(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, Vp, Vr, N, out, colacc):
+    """out[b, i, c] = sum_j k(x_i, x_j) v[j, c] over the upper triangle of tiles only (half the work).
+
+    Super-blocks of W rows pair with panels p >= their own: the row sums take k_ij v_j for every pair
+    in the tile, and off-diagonal tiles also add k_ij v_i to column j in a per-thread accumulator
+    ``colacc (threads, B, nP, C, W)`` that the launcher sums. Tasks pair super-block t with nS-1-t so
+    that every task does the same amount of work. Xp/Xo are row-padded to a multiple of W."""
+    B = Xp.shape[0]
+    nP = Yp.shape[1]
+    C = Vp.shape[2]
+    nT = (nP + 1) // 2
+    for task in prange(B * nT):
+        b = task // nT
+        t = task % nT
+        tid = get_thread_id()
+        acc = np.empty((R, W), Xp.dtype)
+        s = np.empty((R, W), Xp.dtype)
+        lanes = np.empty((R, C, W), Xp.dtype)
+        g = gam[b]
+        for half in range(2):
+            S = t if half == 0 else nP - 1 - t
+            if half == 1 and S == t:
+                break
+            for q in range(W // R):
+                i0 = S * W + q * R
+                if i0 >= N:
+                    break
+                lanes[:] = 0
+                for p in range(S, nP):
+                    _kernel_tile(kind, Xp[b], i0, Yp[b], p, Xo[b], Xo[b], nx[b], ny[b], g, degree, coef0, tau, N,
+                                 acc, s)
+                    if p * W + W > N:
+                        for r in range(R):
+                            for l in range(N - p * W, W):
+                                acc[r, l] = 0
+                    for c in range(C):
+                        for r in range(R):
+                            for l in range(W):
+                                lanes[r, c, l] += acc[r, l] * Vp[b, p, c, l]
+                    if p > S:
+                        for c in range(C):
+                            v0 = Vr[b, i0, c]
+                            v1 = Vr[b, i0 + 1, c]
+                            v2 = Vr[b, i0 + 2, c]
+                            v3 = Vr[b, i0 + 3, c]
+                            for l in range(W):
+                                colacc[tid, b, p, c, l] += acc[0, l] * v0 + acc[1, l] * v1 + acc[2, l] * v2 + acc[3, l] * v3
+                for r in range(min(R, N - i0)):
+                    for c in range(C):
+                        tt = lanes[r, c, 0] * 0
+                        for l in range(W):
+                            tt += lanes[r, c, l]
+                        out[b, i0 + r, c] = tt
 
 
 @njit(**_FLAGS)
@@ -433,9 +489,31 @@ def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.T
     return out.to(x.dtype)
 
 
+def _matvec_sym(x, v, gamma, kind, degree, coef0, dtype):
+    P = _Prepared(x, None, kind, dtype)
+    B, N, C = x.shape[0], x.shape[1], v.shape[2]
+    xp = pad_rows(P.x, W)
+    xo = pad_rows(P.xo[:, :N], W)
+    nx = (xp * xp).sum(-1)
+    vs = v.to(dtype)
+    vp = pack_panels(vs)                     # (B, nP, C, W)
+    vr = pad_rows(vs, W)                     # (B, nP * W, C)
+    nP = vp.shape[1]
+    colacc = torch.zeros(get_num_threads(), B, nP, C, W, dtype=dtype)
+    out = _alloc.empty((B, N, C), dtype=dtype, device=x.device)
+    if out.numel():
+        _matvec_fwd_sym(_np(xp), _np(P.yp), _np(xo), _np(xo), _np(nx), _np(nx), _scalars(gamma, dtype), kind,
+                        int(degree), float(coef0), TAU[dtype], _np(vp), _np(vr), N, _np(out), _np(colacc))
+        cols = colacc.sum(0).transpose(2, 3).reshape(B, nP * W, C)[:, :N]
+        out += cols
+    return out
+
+
 def gram_matvec_forward(x, y, v, gamma, kernel: str, degree: int, coef0: float) -> torch.Tensor:
     dtype = _cdtype(x)
     kind = KIND[kernel]
+    if y is None:
+        return _matvec_sym(x, v, gamma, kind, degree, coef0, dtype).to(x.dtype)
     P = _Prepared(x, y, kind, dtype)
     B, C = x.shape[0], v.shape[2]
     vp = pack_panels(v.to(dtype))  # (B, nP, C, W)
