@@ -25,6 +25,8 @@ float16/bfloat16 inputs are computed in float32 and the results cast back to the
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 from numba import get_num_threads, get_thread_id, njit, prange
@@ -137,6 +139,24 @@ def _gram_fwd(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
                 for r in range(rows):
                     for l in range(min(W, M - j0)):
                         out[b, i0 + r, j0 + l] = acc[r, l]
+
+
+@njit(**_FLAGS)
+def _sqdist_block(Xp, Yp, Xo, Yo, nx, ny, tau, N, M, out):
+    """out[b, i, j] = ||x_i - y_j||^2 (exact for close pairs): the rbf grad_gamma needs d2 itself."""
+    B = Xp.shape[0]
+    nI = Xp.shape[1] // R
+    nP = Yp.shape[1]
+    for task in prange(B * nI):
+        b = task // nI
+        i0 = (task % nI) * R
+        s = np.empty((R, W), Xp.dtype)
+        for p in range(nP):
+            _sqdist_tile(Xp[b], i0, Yp[b], p, Xo[b], Yo[b], nx[b], ny[b], tau, M, s)
+            j0 = p * W
+            for r in range(min(R, N - i0)):
+                for l in range(min(W, M - j0)):
+                    out[b, i0 + r, j0 + l] = s[r, l]
 
 
 @njit(**_FLAGS)
@@ -540,37 +560,147 @@ def _dummy(dtype):
     return torch.zeros(1, 1, 1, dtype=dtype)
 
 
+_WORKSPACE = threading.local()
+
+
+def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """A per-thread scratch buffer that only grows: freshly mapped pages cost 1-3 GB/s on the
+    development VM, so re-touching the same block every call is several times cheaper."""
+    key = f"buf_{dtype}"
+    buf = getattr(_WORKSPACE, key, None)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=dtype)
+        setattr(_WORKSPACE, key, buf)
+    return buf[:numel]
+
+
+def _row_block(B: int, M: int) -> int:
+    """Rows per block so that one (B, rows, M) block is ~8 MB: it stays in the L3 cache."""
+    return int(max(16, min(4096, (1 << 21) // max(1, B * M))))
+
+
+def _blocked_backward(x, y, gamma, kind, degree, coef0, dtype, weights, needs_x, needs_y, needs_g):
+    """Gradients of sum_ij w_ij-weighted kernel terms, by row blocks of the weight matrix.
+
+    ``weights(i0, i1, out)`` fills ``out (B, i1 - i0, M)`` with u_ij * dk/ds_ij (rbf: u_ij k_ij, the
+    -2 gamma factor applied here). The reductions W @ y and W^T @ x are GEMMs on MKL/OpenBLAS
+    (batched over the problems), so a block of W is the only N x M-shaped memory, reused across blocks
+    and calls. Returns grad_x (B, N, D), grad_y (B, M, D) (or None) and sum_ij u_ij dk/dgamma (B,).
+
+    rbf: grad_x_i = -2g (x_i sum_j w_ij - sum_j w_ij y_j). linear/polynomial: grad_x = W y,
+    grad_y = W^T x. ``weights`` returns the block's share of grad_gamma (or None)."""
+    B, N, D = x.shape
+    M = y.shape[1]
+    g = gamma.to(dtype).view(B, 1, 1)
+    BI = _row_block(B, M)
+    buf = _workspace(B * min(BI, N) * M, dtype)
+    gx = torch.empty(B, N, D, dtype=dtype) if (needs_x or needs_g) else None
+    gy = torch.zeros(B, M, D, dtype=dtype) if needs_y else None
+    cs = torch.zeros(B, M, dtype=dtype) if (needs_y and kind == 0) else None
+    gg = torch.zeros(B, dtype=dtype)
+    for i0 in range(0, N, BI):
+        i1 = min(N, i0 + BI)
+        Wb = buf[: B * (i1 - i0) * M].view(B, i1 - i0, M)
+        gdg = weights(i0, i1, Wb)
+        if gdg is not None:
+            gg += gdg
+        xb = x[:, i0:i1]
+        if gx is not None:
+            wy = torch.bmm(Wb, y)
+            if kind == 0:
+                gx[:, i0:i1] = xb * Wb.sum(-1).unsqueeze(-1) - wy
+            else:
+                gx[:, i0:i1] = wy
+        if gy is not None:
+            gy.baddbmm_(Wb.transpose(1, 2), xb)
+            if cs is not None:
+                cs += Wb.sum(1)
+    if kind == 0:
+        if gx is not None:
+            gx.mul_(-2 * g)
+        if gy is not None:
+            gy = (y * cs.unsqueeze(-1) - gy).mul_(-2 * g)
+    return gx, gy, gg
+
+
+def _kernel_block_weights(P, gamma, kind, degree, coef0, dtype, U_rows, need_g=False):
+    """weights(i0, i1, out): recompute the kernel block with the fused Numba tile kernel (rbf) or a GEMM
+    (linear, polynomial) and multiply by the upstream weights U_rows(i0, i1) (B, i1 - i0, M).
+    With ``need_g`` the rbf block is built from exact squared distances so grad_gamma = -sum u k d2."""
+    B = P.x.shape[0]
+    gam = _scalars(gamma, dtype)
+    g = gamma.to(dtype).view(B, 1, 1)
+
+    def weights(i0, i1, out):
+        u = U_rows(i0, i1)
+        if kind == 0:
+            xp = pad_rows(P.x[:, i0:i1])
+            xo = pad_rows(P.xo[:, i0:i1])
+            nx = (xp * xp).sum(-1)
+            if need_g:
+                _sqdist_block(_np(xp), _np(P.yp), _np(xo), _np(P.yo), _np(nx), _np(P.ny), TAU[dtype], i1 - i0, P.M,
+                              _np(out))
+                wk = torch.exp(-g * out).mul_(u)
+                dgam = -(wk * out).sum((-1, -2))
+                out.copy_(wk)
+                return dgam
+            _gram_fwd(_np(xp), _np(P.yp), _np(xo), _np(P.yo), _np(nx), _np(P.ny), gam, 0, 0, 0.0, TAU[dtype],
+                      i1 - i0, P.M, _np(out))
+            out.mul_(u)
+            return None
+        s = torch.bmm(P.x[:, i0:i1], P.y.transpose(1, 2), out=out)
+        if kind == 2:
+            out.copy_(u)
+            return None
+        base = s.mul_(g).add_(coef0)                   # polynomial: dk/ds = p g base^(p-1)
+        if degree == 0:
+            out.zero_()
+            return torch.zeros(B, dtype=dtype)
+        pw = base.pow(degree - 1)
+        dgam = (u * degree * pw * (base - coef0) / torch.where(g == 0, torch.ones_like(g), g)).sum((-1, -2))
+        dgam = torch.where(g.view(B) == 0, (u * degree * pw * 0).sum((-1, -2)), dgam)
+        out.copy_(pw).mul_(u).mul_(degree * g)
+        return dgam
+    return weights
+
+
 def gram_backward(grad, x, y, gamma, K, kernel: str, degree: int, coef0: float, needs=(True, True, True)):
-    """(grad_x, grad_y, grad_gamma) of <grad, K>; grad_y is None when y is None (its share is in grad_x)."""
+    """(grad_x, grad_y, grad_gamma) of <grad, K>; grad_y is None when y is None (its share is in grad_x).
+
+    rbf, linear and polynomial: row-blocked GEMMs against the given gradient (``_blocked_backward``);
+    the rbf weights come from the saved K, so no exp is recomputed. laplacian (no GEMM form): the
+    fused Numba pass ``_generic_bwd_rows``."""
     dtype = _cdtype(x)
     kind = KIND[kernel]
     G = grad.to(dtype).contiguous()
     sym = y is None
     need_y = needs[1] and not sym
-    gx = gy = gg = None
     P = _Prepared(x, y, kind, dtype)
-    B, N, M = G.shape
-    D = x.shape[2]
-    if kind == 0 and not needs[2]:
-        # rbf: w = G * K from the saved output, no exp; rows pass for x, column-block pass for y
-        Kc = K.to(dtype).contiguous()
-        gam = _scalars(gamma, dtype)
-        if needs[0]:
-            gx = _alloc.empty((B, N, D), dtype=dtype, device=x.device)
-            if gx.numel():
-                _rbf_gram_bwd_rows(_np(G), _np(Kc), _np(pad_cols(P.y)), _np(P.x), gam, _np(gx))
-        if (sym and needs[0]) or need_y:
-            gyt = _alloc.empty((B, M, D), dtype=dtype, device=x.device)
-            if gyt.numel():
-                _rbf_gram_bwd_cols(_np(G), _np(Kc), _np(pad_cols(P.x)), _np(P.y), gam, _np(gyt))
-            if sym:
-                gx = gx + gyt   # K_ij = k(x_i, x_j): x_m also enters as the second argument
-            else:
-                gy = gyt
-        return _cast(gx, x), _cast(gy, x), None
-    # any kernel (and grad_gamma): recompute the tiles; rows of (x, y) with u = G, rows of (y, x) with u = G^T
+    if kind != 1:
+        if kind == 0:
+            Kc = K.to(dtype)
+
+            def weights(i0, i1, out):
+                torch.mul(G[:, i0:i1], Kc[:, i0:i1], out=out)
+                return None
+        elif kind == 2:
+            def weights(i0, i1, out):
+                out.copy_(G[:, i0:i1])
+                return None
+        else:
+            weights = _kernel_block_weights(P, gamma, kind, degree, coef0, dtype, lambda i0, i1: G[:, i0:i1])
+        gx, gy, gg = _blocked_backward(P.x, P.y, gamma, kind, degree, coef0, dtype, weights, needs[0],
+                                       need_y or (sym and needs[0]), needs[2])
+        if sym and needs[0]:
+            gx = gx + gy
+            gy = None
+        if kind == 0 and needs[2]:
+            gg = _rbf_gamma_grad(P, G, Kc)
+        return (_cast(gx, x) if needs[0] else None, _cast(gy, x) if need_y else None,
+                gg.to(gamma.dtype) if needs[2] else None)
     d = _dummy(dtype)
     gx, gg = _generic_rows(P, gamma, kind, degree, coef0, 0, G, d, d, dtype)
+    gy = None
     if sym and needs[0]:
         gx2, _ = _generic_rows(P, gamma, kind, degree, coef0, 1, G, d, d, dtype)
         gx = gx + gx2
@@ -581,33 +711,65 @@ def gram_backward(grad, x, y, gamma, K, kernel: str, degree: int, coef0: float, 
             gg.to(gamma.dtype) if needs[2] else None)
 
 
+def _rbf_gamma_grad(P, G, K):
+    """grad_gamma of <G, exp(-gamma d2)> = -sum G K d2, with d2 from the exact tile kernel (a forward pass
+    with gamma = 0 gives exp(0) = 1, so use the distance-only path: K = exp(-d2) at gamma = 1 is lossy)."""
+    B = P.x.shape[0]
+    dtype = P.x.dtype
+    out = torch.zeros(B, dtype=dtype)
+    BI = _row_block(B, P.M)
+    buf = _workspace(B * min(BI, P.N) * P.M, dtype)
+    for i0 in range(0, P.N, BI):
+        i1 = min(P.N, i0 + BI)
+        d2 = buf[: B * (i1 - i0) * P.M].view(B, i1 - i0, P.M)
+        xp = pad_rows(P.x[:, i0:i1])
+        xo = pad_rows(P.xo[:, i0:i1])
+        nx = (xp * xp).sum(-1)
+        _sqdist_block(_np(xp), _np(P.yp), _np(xo), _np(P.yo), _np(nx), _np(P.ny), TAU[dtype], i1 - i0, P.M, _np(d2))
+        out -= (G[:, i0:i1] * K[:, i0:i1] * d2).sum((-1, -2))
+    return out
+
+
 def _cast(t, like):
     return None if t is None else t.to(like.dtype)
 
 
 def gram_matvec_backward(grad, x, y, v, gamma, kernel: str, degree: int, coef0: float, needs=(True, True, True, True)):
-    """(grad_x, grad_y, grad_v, grad_gamma) of <grad, K(x, y) v>; every term is a fused reduction."""
+    """(grad_x, grad_y, grad_v, grad_gamma) of <grad, K(x, y) v>.
+
+    grad_v = K(y, x) grad is another fused matvec. For grad_x / grad_y the weights u_ij = <grad_i, v_j>
+    times dk/ds are rebuilt block by block (rbf: the fused Numba tile kernel recomputes K, exp included)
+    and reduced with GEMMs (``_blocked_backward``); laplacian runs the fused Numba pass."""
     dtype = _cdtype(x)
     kind = KIND[kernel]
     Gb = grad.to(dtype).contiguous()
     V = v.to(dtype).contiguous()
     sym = y is None
-    d = _dummy(dtype)
     gx = gy = gv = gg = None
-    need_rows = needs[0] or needs[3]
     P = _Prepared(x, y, kind, dtype)
-    if need_rows:
-        gx, gg = _generic_rows(P, gamma, kind, degree, coef0, 2, d, Gb, V, dtype)
-    if needs[1] or (sym and needs[0]):
-        # grad_y: rows of (y, x) with u_ji = <v_j, grad_i>
-        Q = P if sym else _Prepared(y, x, kind, dtype)
-        gyt, _ = _generic_rows(Q, gamma, kind, degree, coef0, 2, d, V, Gb, dtype)
-        if sym:
-            gx = gx + gyt
+    need_g = needs[3] and kind != 2
+    if needs[0] or needs[1] or need_g:
+        if kind != 1:
+            U = lambda i0, i1: torch.bmm(Gb[:, i0:i1], V.transpose(1, 2))  # noqa: E731
+            weights = _kernel_block_weights(P, gamma, kind, degree, coef0, dtype, U, need_g)
+            gx, gy, gg = _blocked_backward(P.x, P.y, gamma, kind, degree, coef0, dtype, weights, needs[0],
+                                           needs[1] or (sym and needs[0]), need_g)
+            if sym and needs[0]:
+                gx = gx + gy   # v_m enters both sides when y = x: rows (u_mj) and columns (u_im)
+                gy = None
         else:
-            gy = gyt
+            d = _dummy(dtype)
+            gx, gg = _generic_rows(P, gamma, kind, degree, coef0, 2, d, Gb, V, dtype)
+            if needs[1] or (sym and needs[0]):
+                Q = P if sym else _Prepared(y, x, kind, dtype)
+                gyt, _ = _generic_rows(Q, gamma, kind, degree, coef0, 2, d, V, Gb, dtype)
+                if sym:
+                    gx = gx + gyt
+                else:
+                    gy = gyt
     if needs[2]:
-        # grad_v = K(y, x) @ grad
         gv = gram_matvec_forward(x if sym else y, None if sym else x, Gb, gamma, kernel, degree, coef0).to(dtype)
-    return (_cast(gx, x) if needs[0] else None, _cast(gy, x), _cast(gv, v),
+    if needs[3] and gg is None:
+        gg = torch.zeros(x.shape[0], dtype=dtype)
+    return (_cast(gx, x) if needs[0] else None, _cast(gy, x) if (needs[1] and not sym) else None, _cast(gv, v),
             gg.to(gamma.dtype) if needs[3] else None)
