@@ -142,6 +142,44 @@ def _gram_fwd(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
 
 
 @njit(**_FLAGS)
+def _gram_fwd_sym(Xp, Yp, Xo, nx, gam, kind, degree, coef0, tau, N, out):
+    """K(x, x): tiles of the upper triangle only, each stored twice (the result is exactly symmetric).
+
+    Super-blocks of W rows pair with panels p >= their own; task t does super-blocks t and nS-1-t so
+    that all tasks do the same work. Xp/Xo are row-padded to a multiple of W."""
+    B = Xp.shape[0]
+    nP = Yp.shape[1]
+    nT = (nP + 1) // 2
+    for task in prange(B * nT):
+        b = task // nT
+        t = task % nT
+        acc = np.empty((R, W), Xp.dtype)
+        s = np.empty((R, W), Xp.dtype)
+        g = gam[b]
+        for half in range(2):
+            S = t if half == 0 else nP - 1 - t
+            if half == 1 and S == t:
+                break
+            for q in range(W // R):
+                i0 = S * W + q * R
+                if i0 >= N:
+                    break
+                rows = min(R, N - i0)
+                for p in range(S, nP):
+                    _kernel_tile(kind, Xp[b], i0, Yp[b], p, Xo[b], Xo[b], nx[b], nx[b], g, degree, coef0, tau, N,
+                                 acc, s)
+                    j0 = p * W
+                    cols = min(W, N - j0)
+                    for r in range(rows):
+                        for l in range(cols):
+                            out[b, i0 + r, j0 + l] = acc[r, l]
+                    if p > S:
+                        for l in range(cols):
+                            for r in range(rows):
+                                out[b, j0 + l, i0 + r] = acc[r, l]
+
+
+@njit(**_FLAGS)
 def _sqdist_block(Xp, Yp, Xo, Yo, nx, ny, tau, N, M, out):
     """out[b, i, j] = ||x_i - y_j||^2 (exact for close pairs): the rbf grad_gamma needs d2 itself."""
     B = Xp.shape[0]
@@ -501,6 +539,16 @@ def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.T
     dtype = _cdtype(x)
     kind = KIND[kernel]
     P = _Prepared(x, y, kind, dtype)
+    if y is None:
+        B, N = x.shape[0], x.shape[1]
+        out = _alloc.empty((B, N, N), dtype=dtype, device=x.device)
+        if out.numel():
+            xp = pad_rows(P.x, W)
+            xo = pad_rows(P.xo[:, :N], W)
+            nx = (xp * xp).sum(-1)
+            _gram_fwd_sym(_np(xp), _np(P.yp), _np(xo), _np(nx), _scalars(gamma, dtype), kind, int(degree),
+                          float(coef0), TAU[dtype], N, _np(out))
+        return out.to(x.dtype)
     B = x.shape[0]
     out = _alloc.empty((B, P.N, P.M), dtype=dtype, device=x.device)
     if out.numel():
