@@ -1,0 +1,252 @@
+"""Householder tridiagonalisation + implicit QL, vectorised across a group of matrices (SIMD lanes).
+
+The classical dense symmetric eigensolver (Golub & Van Loan 8.3; EISPACK ``tred2``/``tql2``, here
+rewritten for lanes): ``A = Q T Q^T`` by n-2 Householder reflections (4/3 n^3 flops, no data-dependent
+control flow), then implicitly shifted QL iterations on the tridiagonal ``T`` whose Givens rotations are
+accumulated into ``Q``. Per eigenvalue it needs 1-3 QL iterations of at most n rotations, each touching
+two rows of the eigenvector matrix -- about 1.5 n^2 rotations in all, against (7-9 sweeps) x n^2/2
+rotations of the cyclic Jacobi method, each of which also updates two rows *and* two columns of A.
+Measured on the development machine it is 3-4x faster than the lane-vectorised Jacobi at d = 16.
+
+Lanes. Lane ``l`` of every array holds matrix ``l`` of the group. Per-matrix scalars of the textbook
+algorithm are arrays of ``L`` lanes; branches become selects. In the QL phase every lane has its own
+deflation point ``m``: the rotation loop runs from the largest ``m`` of the lanes still iterating, and a
+lane is "active" at rotation ``i`` only for ``i < m_lane`` (it rotates by the identity otherwise, with
+its carried state unchanged), which is exactly the textbook iteration for each lane. The deflation test
+is EISPACK's absolute one (``|e_m| <= eps * max_k(|d_k| + |e_k|)``): eigenvalues accurate to
+``eps * ||A||``, the LAPACK standard.
+
+Aliasing rules for LLVM's vectoriser: see ``_spd_jacobi``; every vectorised loop writes one array that it
+does not also read through a second, interleaved stream (scratch copies where needed).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+
+
+_JIT = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+
+@njit(**_JIT)
+def tred2_group(V, d, e, U, scale, h, hs, f, g, hh):
+    """Reduce the symmetric matrices in V (n, n, L) to tridiagonal form, in place.
+
+    On return ``V`` holds the orthogonal Q (columns), ``d[k]`` the diagonal of T and ``e[k]`` its
+    sub-diagonal ``T[k, k-1]`` (e[0] = 0). ``U`` (n, L) and the (L,) arrays are scratch.
+    """
+    n, L = V.shape[0], V.shape[2]
+    dt = V.dtype.type
+    zero, one = dt(0), dt(1)
+    for j in range(n):
+        for l in range(L):
+            d[j, l] = V[n - 1, j, l]
+    for i in range(n - 1, 0, -1):
+        for l in range(L):
+            scale[l] = zero
+            h[l] = zero
+        for k in range(i):
+            for l in range(L):
+                scale[l] += abs(d[k, l])
+        for l in range(L):
+            scale[l] = scale[l] if scale[l] != zero else one  # zero row: the updates below vanish
+        for k in range(i):
+            for l in range(L):
+                dk = d[k, l] / scale[l]
+                d[k, l] = dk
+                h[l] += dk * dk
+        for l in range(L):
+            fl = d[i - 1, l]
+            gl = np.sqrt(h[l])
+            gl = -gl if fl > zero else gl
+            e[i, l] = scale[l] * gl
+            hl = h[l] - fl * gl
+            d[i - 1, l] = fl - gl
+            h[l] = hl
+            hs[l] = hl if hl != zero else one  # zero row: every update below is zero
+        for j in range(i):
+            for l in range(L):
+                e[j, l] = zero
+        for j in range(i):
+            for l in range(L):
+                V[j, i, l] = d[j, l]
+                g[l] = e[j, l] + V[j, j, l] * d[j, l]
+            for k in range(j + 1, i):
+                for l in range(L):
+                    vkj = V[k, j, l]
+                    g[l] += vkj * d[k, l]
+                    e[k, l] += vkj * d[j, l]
+            for l in range(L):
+                e[j, l] = g[l]
+        for l in range(L):
+            f[l] = zero
+        for j in range(i):
+            for l in range(L):
+                ej = e[j, l] / hs[l]
+                e[j, l] = ej
+                f[l] += ej * d[j, l]
+        for l in range(L):
+            hh[l] = f[l] / (hs[l] + hs[l])
+        for j in range(i):
+            for l in range(L):
+                e[j, l] -= hh[l] * d[j, l]
+        for j in range(i):
+            for k in range(j, i):
+                for l in range(L):
+                    V[k, j, l] -= d[j, l] * e[k, l] + e[j, l] * d[k, l]
+            for l in range(L):
+                d[j, l] = V[i - 1, j, l]
+                V[i, j, l] = zero
+        for l in range(L):
+            d[i, l] = h[l]
+    # accumulate the reflections into Q
+    for i in range(n - 1):
+        for l in range(L):
+            V[n - 1, i, l] = V[i, i, l]
+            V[i, i, l] = one
+            hs[l] = d[i + 1, l] if d[i + 1, l] != zero else one
+        for k in range(i + 1):
+            for l in range(L):
+                U[k, l] = V[k, i + 1, l]
+                d[k, l] = U[k, l] / hs[l]
+        for j in range(i + 1):
+            for l in range(L):
+                g[l] = zero
+            for k in range(i + 1):
+                for l in range(L):
+                    g[l] += U[k, l] * V[k, j, l]
+            for k in range(i + 1):
+                for l in range(L):
+                    V[k, j, l] -= g[l] * d[k, l]
+        for k in range(i + 1):
+            for l in range(L):
+                V[k, i + 1, l] = zero
+    for j in range(n):
+        for l in range(L):
+            d[j, l] = V[n - 1, j, l]
+            V[n - 1, j, l] = zero
+    for l in range(L):
+        V[n - 1, n - 1, l] = one
+        e[0, l] = zero
+
+
+@njit(**_JIT)
+def tql2_group(Zt, d, e, mlane, act, fsh, tst1, c, c2, c3, s, s2, el1, dl1, p, cr, sr, max_iter):
+    """Eigenvalues (in ``d``) and eigenvectors (rows of ``Zt``) of the tridiagonal matrices (d, e).
+
+    ``Zt`` enters as ``Q^T`` (row k = column k of the tridiagonalising Q) and leaves with row k the
+    eigenvector of ``d[k]``. ``e[k] = T[k, k-1]`` on entry; destroyed. Unsorted. The remaining
+    arguments are (L,) scratch (``mlane``, ``act`` int64). Returns the number of QL iterations run.
+    """
+    n, L = Zt.shape[0], Zt.shape[2]
+    dt = Zt.dtype.type
+    zero, one, two = dt(0), dt(1), dt(2)
+    eps = dt(np.finfo(Zt.dtype).eps)
+    for i in range(1, n):
+        for l in range(L):
+            e[i - 1, l] = e[i, l]
+    for l in range(L):
+        e[n - 1, l] = zero
+        fsh[l] = zero
+        tst1[l] = zero
+    iters = 0
+    for l0 in range(n):
+        nact = 0
+        mmax = l0
+        for l in range(L):
+            t = abs(d[l0, l]) + abs(e[l0, l])
+            tst1[l] = t if t > tst1[l] else tst1[l]
+            m = l0
+            while m < n - 1 and not (abs(e[m, l]) <= eps * tst1[l]):
+                m += 1
+            mlane[l] = m
+            act[l] = 1 if m > l0 else 0
+            nact += act[l]
+            mmax = m if (m > mmax and m > l0) else mmax
+        it = 0
+        while nact > 0 and it < max_iter:
+            it += 1
+            iters += 1
+            # shift from the leading 2x2 block
+            for l in range(L):
+                a = act[l] != 0
+                gl = d[l0, l]
+                el = e[l0, l]
+                pp = (d[l0 + 1, l] - gl) / (two * el)
+                r = np.sqrt(pp * pp + one)
+                r = -r if pp < zero else r
+                dl = el / (pp + r)
+                dn = el * (pp + r)
+                hs = gl - dl
+                d[l0, l] = dl if a else d[l0, l]
+                d[l0 + 1, l] = dn if a else d[l0 + 1, l]
+                dl1[l] = dn
+                hs = hs if a else zero
+                fsh[l] += hs
+                p[l] = hs  # the shift, applied below
+            for i in range(l0 + 2, n):
+                for l in range(L):
+                    d[i, l] -= p[l]
+            for l in range(L):
+                p[l] = d[mlane[l], l] if act[l] != 0 else zero
+                c[l] = one
+                c2[l] = one
+                c3[l] = one
+                s[l] = zero
+                s2[l] = zero
+                el1[l] = e[l0 + 1, l]
+            for i in range(mmax - 1, l0 - 1, -1):
+                for l in range(L):
+                    a = act[l] != 0 and i < mlane[l]
+                    ei = e[i, l]
+                    pl = p[l]
+                    di = d[i, l]
+                    cl = c[l]
+                    sl = s[l]
+                    gg = cl * ei
+                    hh = cl * pl
+                    r = np.sqrt(pl * pl + ei * ei)
+                    sn = ei / r
+                    cn = pl / r
+                    pn = cn * di - sn * gg
+                    dnext = hh + sn * (cn * gg + sn * di)
+                    e[i + 1, l] = sl * r if a else e[i + 1, l]
+                    d[i + 1, l] = dnext if a else d[i + 1, l]
+                    c3[l] = c2[l] if a else c3[l]
+                    c2[l] = cl if a else c2[l]
+                    s2[l] = sl if a else s2[l]
+                    s[l] = sn if a else sl
+                    c[l] = cn if a else cl
+                    p[l] = pn if a else pl
+                    cr[l] = cn if a else one
+                    sr[l] = sn if a else zero
+                # eigenvectors: rows i, i+1 of Zt (columns of Z) rotated in place
+                for k in range(n):
+                    for l in range(L):
+                        zi = Zt[i, k, l]
+                        zj = Zt[i + 1, k, l]
+                        Zt[i + 1, k, l] = sr[l] * zi + cr[l] * zj
+                        Zt[i, k, l] = cr[l] * zi - sr[l] * zj
+            nact = 0
+            for l in range(L):
+                a = act[l] != 0
+                pn = -s[l] * s2[l] * c3[l] * el1[l] * e[l0, l] / dl1[l]
+                e[l0, l] = s[l] * pn if a else e[l0, l]
+                d[l0, l] = c[l] * pn if a else d[l0, l]
+                still = a and abs(e[l0, l]) > eps * tst1[l]
+                act[l] = 1 if still else 0
+                nact += act[l]
+        for l in range(L):
+            d[l0, l] += fsh[l]
+            e[l0, l] = zero
+    return iters
+
+
+@njit(**_JIT)
+def transpose_group(V, Zt):
+    """``Zt[i, k, l] = V[k, i, l]``."""
+    n, L = V.shape[0], V.shape[2]
+    for k in range(n):
+        for i in range(n):
+            for l in range(L):
+                Zt[i, k, l] = V[k, i, l]
