@@ -187,11 +187,12 @@ def _check_positive(op: str, w: Tensor, what: str) -> None:
         return
     eps = torch.finfo(w.dtype).eps
     top = w.abs().amax(dim=-1)
-    bad = w[..., 0] < -math.sqrt(eps) * top
+    low = w.amin(dim=-1)  # (w is unsorted for the matrix functions)
+    bad = low < -math.sqrt(eps) * top
     if bool(bad.any()):
         k = int(bad.nonzero()[0, 0])
         raise ValueError(f"{op}: {what} needs positive (semi-)definite matrices; matrix {k} of the (flattened) "
-                         f"batch has eigenvalue {float(w[k, 0]):.4g} (largest |eigenvalue| {float(top[k]):.4g})")
+                         f"batch has eigenvalue {float(low[k]):.4g} (largest |eigenvalue| {float(top[k]):.4g})")
 
 
 def _floors(op: str, func: str, p: float, dtype: torch.dtype, min_eig) -> tuple[float, float]:
