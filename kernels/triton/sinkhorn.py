@@ -218,6 +218,7 @@ def _solve(x, y, C, a, b, eps, rho, max_iter, tol, eps0, eps_scaling):
     B, N = a.shape
     M = b.shape[1]
     dev = a.device
+    a, b = a.contiguous(), b.contiguous()  # weights broadcast over a batch arrive with stride 0
     from_matrix = C is not None
     if from_matrix:
         xc = yc = torch.zeros(B, 1, 1, dtype=dt, device=dev)

@@ -87,7 +87,9 @@ class SinkhornResult(NamedTuple):
             if grad != "unrolled":
                 C = C.detach()
             f, g = self.f.to(C.dtype), self.g.to(C.dtype)
-            P = a[..., :, None] * b[..., None, :] * torch.exp((f[..., :, None] + g[..., None, :] - C) / eps)
+            # log weights: a zero-weight point's potential is a c-transform, whose exponent may overflow
+            la, lb = torch.log(a.to(C.dtype)), torch.log(b.to(C.dtype))
+            P = torch.exp(la[..., :, None] + lb[..., None, :] + (f[..., :, None] + g[..., None, :] - C) / eps)
         return P
 
 
@@ -289,6 +291,7 @@ def _weights(op: str, name: str, w: Optional[Tensor], n: int, npts: str, ref: Te
     return w
 
 
+@torch.compiler.assume_constant_result
 def _memory_budget() -> int:
     env = os.environ.get("MULTIALIGN_SINKHORN_MEMORY", "").strip()
     if env:
