@@ -1,13 +1,111 @@
-"""Shared set-up for the asv suites: thread count and deterministic data."""
+"""Shared machinery of the asv suites: one set of benchmark classes per kernel family.
+
+Every public op of a family is benchmarked on every backend this machine can time (torch, numba; triton
+on a CUDA machine), at every size of its workload (``multialign.bench.workloads``: ``small`` plus the
+sizes of the kernel issues) and in float32 and float64:
+
+* ``Forward.time_forward`` / ``Forward.peakmem_forward``
+* ``ForwardBackward.time_forward_backward`` / ``ForwardBackward.peakmem_forward_backward``
+  (``backward`` of the outputs against fixed random upstream weights)
+* ``Accuracy.track_max_rel_err`` (forward: max |out - ref| / max |ref|) and ``track_grad_max_rel_err``
+  (input gradients) against the float64 PyTorch reference on the same inputs, so a faster-but-wrong
+  change shows up.
+
+Combinations that do not apply (a torch reference needing N x M memory at the large size, an op without a
+backward, a reference too large to compute) are skipped by raising NotImplementedError in ``setup``.
+``MULTIALIGN_BENCH_SIZES=small`` restricts every suite to the small tier, ``MULTIALIGN_BENCH_DTYPES=float32``
+to one dtype and ``MULTIALIGN_BENCH_BACKENDS=numba,default`` to the listed backends (``.ci/run`` uses all
+three, so that its quick pass runs every benchmark of every op once in a couple of minutes).
+JIT compilation and autotuning happen in ``setup``, never in the timed call.
+"""
 import os
 
 import torch
 
+from multialign.bench import workloads as W
+
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
 torch.set_num_threads(THREADS)
+DTYPES = [d.strip() for d in os.environ.get("MULTIALIGN_BENCH_DTYPES", "float32,float64").split(",") if d.strip()]
 
 
-def points(n, d, dtype="float32", seed=0, requires_grad=False):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.randn(n, d, generator=g, dtype=torch.float64).to(getattr(torch, dtype))
-    return t.requires_grad_(requires_grad)
+def family_params(family):
+    """(ops, backends, size labels, dtypes) of a family's asv suites, or None when it has no op yet."""
+    ws = W.available(family)
+    if not ws:
+        return None
+    tiers = W.selected_tiers()
+    ops = [w.op for w in ws]
+    backends = list(dict.fromkeys(b for w in ws for b in w.backends()))
+    only = [b.strip() for b in os.environ.get("MULTIALIGN_BENCH_BACKENDS", "").split(",") if b.strip()]
+    if only:   # e.g. "numba,default": the compiled backend of each op (ops without a backend argument: default)
+        backends = [b for b in backends if b in only]
+    sizes = list(dict.fromkeys(s.label for w in ws for s in w.sizes if s.tier in tiers))
+    return ops, backends, sizes, DTYPES
+
+
+def _prepare(op, backend, size, dtype, backward=False):
+    w = W.workload(op)
+    if size not in [s.label for s in w.sizes]:
+        raise NotImplementedError(f"{op} has no size {size}")
+    return W.Prepared(w, backend, size, dtype, backward=backward)   # NotApplicable is a NotImplementedError
+
+
+def make_suites(family):
+    """The Forward, ForwardBackward and Accuracy classes of ``family`` (an empty dict before it lands)."""
+    params = family_params(family)
+    if params is None:
+        return {}
+    names = ["op", "backend", "size", "dtype"]
+
+    class Forward:
+        timeout = 900
+
+        def setup(self, op, backend, size, dtype):
+            self.p = _prepare(op, backend, size, dtype)
+            self.p.forward()                       # JIT compilation / autotuning outside the timing
+
+        def time_forward(self, op, backend, size, dtype):
+            self.p.forward()
+
+        def peakmem_forward(self, op, backend, size, dtype):
+            self.p.forward()
+
+    class ForwardBackward:
+        timeout = 900
+
+        def setup(self, op, backend, size, dtype):
+            self.p = _prepare(op, backend, size, dtype, backward=True)
+            self.p.forward_backward()
+
+        def time_forward_backward(self, op, backend, size, dtype):
+            self.p.forward_backward()
+
+        def peakmem_forward_backward(self, op, backend, size, dtype):
+            self.p.forward_backward()
+
+    class Accuracy:
+        timeout = 900
+
+        def setup(self, op, backend, size, dtype):
+            self.p = _prepare(op, backend, size, dtype, backward=bool(W.workload(op).grad_args))
+            if self.p.size.tier not in self.p.w.reference_tiers:
+                raise NotImplementedError("no float64 reference at this size")
+
+        def track_max_rel_err(self, op, backend, size, dtype):
+            return self.p.error()[1]
+
+        def track_grad_max_rel_err(self, op, backend, size, dtype):
+            if not self.p.w.grad_args:
+                return 0.0
+            return self.p.grad_error()[1]
+
+    Accuracy.track_max_rel_err.unit = "rel error"
+    Accuracy.track_grad_max_rel_err.unit = "rel error"
+    out = {}
+    for cls in (Forward, ForwardBackward, Accuracy):
+        cls.params = params
+        cls.param_names = names
+        cls.__qualname__ = cls.__name__
+        out[cls.__name__] = cls
+    return out

@@ -1,0 +1,192 @@
+"""The benchmark machinery: coverage of every public op, the harness's measurements and reports, and the
+static GPU report (Triton kernels compiled for sm_80 / sm_90 without a GPU).
+
+Fast by design: one in-process harness run on a small case, one kernel compiled for both targets. The
+exhaustive static check (every family's first autotune config, both targets) is marked slow.
+"""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from multialign.bench import gpu_static, report, workloads
+from multialign.bench.cases import FAMILIES, op_only_cases
+from multialign.bench.harness import Case, Unavailable, _classify, load_cases, max_errors, run_one
+
+
+def test_every_public_op_has_a_benchmark_workload():
+    """An op that lands without a workload would be missing from asv, pytest-benchmark and `multialign bench`."""
+    assert workloads.public_ops(), "multialign.ops exposes no op?"
+    assert workloads.uncovered_ops() == [], "add these ops to multialign/bench/workloads.py WORKLOADS"
+
+
+def test_every_op_is_in_some_comparison_case():
+    for fam in FAMILIES:
+        ops = {c.op.removesuffix("_fwd_bwd") for c in load_cases(fam) + op_only_cases(fam)}
+        for w in workloads.available(fam):
+            assert w.op in ops, f"{w.op} has no case in `multialign bench --op {fam}`"
+
+
+def test_case_keys_are_unique():
+    for fam in FAMILIES:
+        keys = [c.key for c in load_cases(fam) + op_only_cases(fam)]
+        assert len(keys) == len(set(keys)), f"duplicate case keys in {fam}"
+
+
+@pytest.mark.parametrize("op", sorted(workloads.WORKLOADS))
+def test_workload_small_inputs_are_deterministic(op):
+    w = workloads.WORKLOADS[op]
+    s = w.sizes[0]
+    assert s.tier == "small" and s.label == "small"
+    a1, kw1 = w.make(s.params, torch.float32, "cpu", 0)
+    a2, kw2 = w.make(s.params, torch.float32, "cpu", 0)
+    for x, y in zip(a1, a2):
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == torch.float32 and torch.equal(x, y)
+    assert kw1 == kw2
+
+
+def test_max_errors_catches_nan_and_shapes():
+    want = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    e = max_errors(torch.tensor([1.0, -2.5]), want)
+    assert e["max_abs_err"] == pytest.approx(0.5) and e["max_rel_err"] == pytest.approx(0.25)
+    assert math.isnan(max_errors(torch.tensor([float("nan"), 0.0]), want)["max_abs_err"])
+    with pytest.raises(ValueError):
+        max_errors(torch.zeros(3), want)
+    assert max_errors(None, want) == {}
+    e = workloads.max_error((torch.ones(2), torch.zeros(1)), (torch.ones(2), torch.full((1,), 0.5)))
+    assert e == (0.5, 1.0)
+
+
+def test_failures_are_classified():
+    assert _classify(MemoryError()) == "oom"
+    assert _classify(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate")) == "oom"
+    assert _classify(ModuleNotFoundError("No module named 'pykeops'", name="pykeops")) == "missing"
+    assert _classify(Unavailable("cuda only")) == "n/a"
+    assert _classify(ValueError("boom")) == "failed"
+
+
+def test_run_one_measures_time_memory_and_error():
+    """In process, on the smallest gram_matvec case: a torch peer (fast to run, no JIT)."""
+    case = next(c for c in load_cases("gram") if c.op == "gram_matvec" and c.tier == "small")
+    rec = run_one("gram", case.key, "torch-dense", reps=2, budget_s=0.5)
+    assert rec["status"] == "ok", rec
+    assert rec["reps"] >= 1 and 0 < rec["min_s"] <= rec["median_s"] <= rec["max_s"]
+    assert rec["first_call_s"] > 0
+    assert "peak_mem_delta_bytes" in rec
+    # float32 dense K @ v against the float64 reference: small but not zero
+    assert 0 < rec["max_rel_err"] < 1e-4
+
+
+def test_run_one_reports_device_mismatch_as_not_applicable():
+    case = next(c for c in load_cases("gram") if c.tier == "small" and "multialign-triton" in c.providers)
+    rec = run_one("gram", case.key, "multialign-triton", reps=1, budget_s=0.1)
+    assert rec["status"] == "n/a" and "cuda" in rec["error"]
+
+
+def _doc():
+    c = {"family": "gram", "case": "mmd2[4x4]", "op": "mmd2", "size": "4x4", "tier": "small", "params": {"N": 4, "D": 4},
+         "note": "", "work": {"flops": 1e9}, "floor_s": 0.01, "has_reference": True}
+    c2 = dict(c, case="mmd2[8x4]", size="8x4", params={"N": 8, "D": 4}, floor_s=0.04)
+    recs = []
+    for case, scale in ((c, 1.0), (c2, 4.0)):
+        for prov, t in (("multialign-numba", 0.02), ("torch-dense", 0.05), ("keops", 0.1)):
+            for tuned in (False, True):
+                recs.append({"family": "gram", "case": case["case"], "provider": prov, "tuned_malloc": tuned,
+                             "status": "ok", "median_s": t * scale * (0.9 if tuned else 1), "min_s": t * scale * 0.8,
+                             "max_s": t * scale * 1.2, "reps": 5, "first_call_s": 1.0, "peak_mem_delta_bytes": 2**20,
+                             **({} if tuned else {"max_abs_err": 1e-7, "max_rel_err": 1e-6})})
+    recs.append({"family": "gram", "case": c["case"], "provider": "geomloss", "tuned_malloc": False, "status": "missing",
+                 "error": "geomloss is not installed"})
+    return {"cases": [c, c2], "records": recs, "device": "cpu", "machine": {}, "ceilings": {},
+            "load_average_start": [0.5], "load_average_end": [0.5]}
+
+
+def test_report_rows_ratios_and_tables(tmp_path):
+    doc = _doc()
+    rows = report.rows(doc)
+    ours = next(r for r in rows if r["provider"] == "multialign-numba" and r["case"] == "mmd2[4x4]")
+    assert ours["median_s"] == pytest.approx(0.018)          # the better allocator
+    assert ours["best_peer"] == "torch-dense"
+    assert ours["speedup_vs_best_peer"] == pytest.approx(0.045 / 0.018)
+    assert ours["x_floor"] == pytest.approx(1.8)
+    assert ours["max_rel_err"] == 1e-6
+    missing = next(r for r in rows if r["provider"] == "geomloss")
+    assert missing["status"] == "missing"
+    md = report.markdown(doc, rows, [], str(tmp_path))
+    assert "not installed" in md and "2.50×" in md
+    report.write_csv(rows, str(tmp_path / "r.csv"))
+    assert (tmp_path / "r.csv").read_text().count("\n") == len(rows) + 1
+    figs = report.plots(rows, doc, str(tmp_path / "plots"))
+    if figs:  # matplotlib installed
+        assert all(os.path.getsize(f) > 1000 for f in figs)
+
+
+def test_cli_parses_bench_options():
+    from multialign.cli import build_parser
+
+    a = build_parser().parse_args(["bench", "--op", "mmd", "--sizes", "small", "--compare", "--out", "x"])
+    assert a.op == ["mmd"] and a.sizes == ["small"] and a.compare and a.out == "x" and not a.gpu_static
+
+
+# --------------------------------------------------------------------------------------------- GPU static
+def test_occupancy_arithmetic():
+    # 255 registers x 4 warps: 8 K registers per warp -> 8 warps per SM -> 2 blocks
+    o = gpu_static.occupancy(80, 255, 4, 32768)
+    assert o["blocks_per_sm"] == 2 and o["limiter"] == "registers" and o["occupancy"] == pytest.approx(8 / 64)
+    # 32 registers, 4 warps, no shared memory: the warp limit (16 blocks of 4 warps)
+    o = gpu_static.occupancy(90, 32, 4, 0)
+    assert o["blocks_per_sm"] == 16 and o["occupancy"] == 1.0
+    # shared memory bound: 100 KB per block -> one block on sm_80 (164 KB per SM), two on sm_90 (228 KB)
+    assert gpu_static.occupancy(80, 32, 4, 100 * 1024)["blocks_per_sm"] == 1
+    assert gpu_static.occupancy(90, 32, 4, 100 * 1024)["blocks_per_sm"] == 2
+    assert gpu_static.occupancy(80, 32, 4, 200 * 1024)["blocks_per_sm"] == 0      # does not launch
+
+
+def test_dot_precision_parsing():
+    line = ("%s = tt.dot %a, %b, %c, inputPrecision = tf32x3 : tensor<128x16xf32> * tensor<16x64xf32> -> "
+            "tensor<128x64xf32> loc(#loc1)")
+    assert gpu_static.dots_of(line) == [{"operand": "f32", "precision": "tf32x3", "acc": "f32", "shape": "128x64x16",
+                                         "tensor_cores": True}]
+    ieee = "%s = tt.dot %a, %b, %c : tensor<32x32xf32> * tensor<32x32xf32> -> tensor<32x32xf32>"
+    assert gpu_static.dots_of(ieee)[0]["precision"] == "ieee" and not gpu_static.dots_of(ieee)[0]["tensor_cores"]
+    half = "%s = tt.dot %a, %b, %c, inputPrecision = tf32 : tensor<64x32xbf16> * tensor<32x16xbf16> -> tensor<64x16xf32>"
+    assert gpu_static.dots_of(half)[0]["tensor_cores"]
+    f64 = "%s = tt.dot %a, %b, %c, inputPrecision = tf32 : tensor<16x16xf64> * tensor<16x16xf64> -> tensor<16x16xf64>"
+    assert gpu_static.dots_of(f64)[0]["precision"] == "f64"
+
+
+def _static(args, timeout=900):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-m", "multialign.bench.gpu_static", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
+def test_gpu_static_compiles_a_tf32_kernel_for_sm80_and_sm90(tmp_path):
+    """The Gram forward kernel (tf32x3 dots) at its first config: HMMA on sm_80, HGMMA (wgmma) on sm_90."""
+    out = tmp_path / "s.json"
+    _static(["gram", "--kernel", "_gram_fwd_kernel", "--default-configs-only", "--json", str(out)])
+    res = json.loads(out.read_text())
+    ks = {r["cc"]: r for r in res["kernels"]}
+    assert set(ks) == {80, 90}
+    for cc, r in ks.items():
+        assert r["compiled"], r.get("error")
+        assert 0 < r["regs"] <= 255 and r["shared"] > 0 and r["blocks_per_sm"] >= 1
+        assert r["dots"] and all(d["precision"] in ("tf32x3", "ieee") for d in r["dots"])
+        assert r["tensor_core_ok"]
+    if any(d["tensor_cores"] for d in ks[80]["dots"]):
+        assert ks[80]["sass"].get("HMMA", 0) > 0 and ks[80]["ptx_mma"] > 0
+        assert ks[90]["sass"].get("HGMMA", 0) + ks[90]["sass"].get("HMMA", 0) > 0
+
+
+def test_gpu_static_every_triton_kernel_has_an_aot_spec():
+    proc = _static(["--list"])
+    listed = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert any(line.startswith("gram._gram_fwd_kernel") for line in listed)
+    assert "kernels without" not in proc.stdout
