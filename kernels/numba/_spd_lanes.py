@@ -16,11 +16,11 @@ A group of ``L = LANES`` matrices is processed at once, lane ``l`` of every scra
 This module has the gather/scale step, the matrix function on the eigenvalues, the reconstruction
 ``V f(lam) V^T`` and the Daleckii-Krein backward with its cancellation-free Loewner matrix (evaluated in
 float64 with the branch-free ``log64``/``exp64`` of ``_spd_math``, one matrix at a time, vectorised along
-its rows).
+lanes).
 
-All helpers are ``inline="always"``: Numba re-optimises every compiled callee inside each caller's LLVM
-module, so nested ``@njit`` functions multiplied the cold compile time (measured 290 s); inlined into one
-kernel each piece is optimised once.
+Compile time: Numba re-optimises every compiled callee inside each caller's LLVM module, so the kernels
+call these helpers from one level only (``numba/spd.py``), and the Loewner matrix is float64 for every
+input dtype (one specialisation).
 """
 from __future__ import annotations
 
@@ -206,45 +206,52 @@ def _dd_pow(a, b, fa, fb, p):
 
 
 @njit(inline="always")
-def _loewner_rows(w, h, fh, fl, Lw, dd, p):
-    n = w.shape[0]
+def _loewner_pairs(lam, h, fh, Lw, dd, p):
+    n, L = lam.shape
     for i in range(n):
-        wi = w[i]
-        hi = h[i]
-        for j in range(n):
-            wj = w[j]
-            hj = h[j]
-            lo = hi <= hj
-            v = dd(hi if lo else hj, hj if lo else hi, fh[i] if lo else fh[j], fh[j] if lo else fh[i], p)
-            # a clamped eigenvalue: the divided difference of h is L_f * (hi - hj) / (wi - wj)
-            dw = wi - wj
-            r = 0.0 if dw == 0.0 else (hi - hj) / dw
-            Lw[i, j] = v * r if (hi != wi or hj != wj) else v
+        for j in range(i, n):
+            for l in range(L):
+                wi = lam[i, l]
+                wj = lam[j, l]
+                hi = h[i, l]
+                hj = h[j, l]
+                lo = hi <= hj
+                v = dd(hi if lo else hj, hj if lo else hi, fh[i, l] if lo else fh[j, l], fh[j, l] if lo else fh[i, l], p)
+                # a clamped eigenvalue: the divided difference of h is L_f * (hi - hj) / (wi - wj)
+                dw = wi - wj
+                r = 0.0 if dw == 0.0 else (hi - hj) / dw
+                Lw[i, j, l] = v * r if (hi != wi or hj != wj) else v
+    for i in range(1, n):  # mirror: reads rows < i, writes row i (no interleaved streams)
+        for j in range(i):
+            for l in range(L):
+                Lw[i, j, l] = Lw[j, i, l]
 
 
 @njit(**_JIT)
-def loewner_matrix(w, func, p, abs_floor, rel_floor, Lw, h, fh):
-    """``Lw[i, j]``: Loewner matrix of ``x -> f(max(x, floor))`` at the eigenvalues ``w`` (n,) of one
-    matrix, all in float64 (vectorised over j); ``h``, ``fh`` (n,) scratch."""
-    n = w.shape[0]
-    top = -np.inf
-    for k in range(n):
-        top = max(top, w[k])
-    fl = floor_of(top, abs_floor, rel_floor)
-    for k in range(n):
-        x = max(w[k], fl)
-        h[k] = x
-        fh[k] = apply_func(x, func, p)
+def loewner_group(lam, func, p, abs_floor, rel_floor, Lw, h, fh):
+    """``Lw[i, j, l]``: Loewner matrix of ``x -> f(max(x, floor))`` at the eigenvalues ``lam[:, l]`` of lane
+    l, vectorised across lanes. Everything float64 (one compiled specialisation for every input dtype);
+    ``h``, ``fh`` (n, L) scratch."""
+    n, L = lam.shape
+    for l in range(L):
+        top = -np.inf
+        for k in range(n):
+            top = max(top, lam[k, l])
+        fl = floor_of(top, abs_floor, rel_floor)
+        for k in range(n):
+            x = max(lam[k, l], fl)
+            h[k, l] = x
+            fh[k, l] = apply_func(x, func, p)
     if func == 0:
-        _loewner_rows(w, h, fh, fl, Lw, _dd_log, p)
+        _loewner_pairs(lam, h, fh, Lw, _dd_log, p)
     elif func == 1:
-        _loewner_rows(w, h, fh, fl, Lw, _dd_sqrt, p)
+        _loewner_pairs(lam, h, fh, Lw, _dd_sqrt, p)
     elif func == 2:
-        _loewner_rows(w, h, fh, fl, Lw, _dd_invsqrt, p)
+        _loewner_pairs(lam, h, fh, Lw, _dd_invsqrt, p)
     elif func == 3:
-        _loewner_rows(w, h, fh, fl, Lw, _dd_exp, p)
+        _loewner_pairs(lam, h, fh, Lw, _dd_exp, p)
     else:
-        _loewner_rows(w, h, fh, fl, Lw, _dd_pow, p)
+        _loewner_pairs(lam, h, fh, Lw, _dd_pow, p)
 
 
 @njit(**_JIT)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._spd_lanes import LANES
+
 
 
 _JIT = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -130,16 +132,29 @@ def tred2_group(V, d, e, U, scale, h, hs, f, g, hh):
         e[0, l] = zero
 
 
+# Per-lane state of the QL iteration: one (NSTATE, LANES) array ``st`` allocated inside the kernel, field
+# k of lane l at ``st[k, l]``. (The per-rotation lane loop that updates it stays scalar: whatever the
+# layout, LLVM wants more run-time alias checks than it allows. Its square root and divisions dominate
+# the QL time; the eigenvector rotations and everything else vectorise.)
+_C, _S, _P, _C2, _C3, _S2, _CR, _SR, _M, _ACT, _EL1, _DL1, _FSH, _TST = range(14)
+NSTATE = 14
+
+
 @njit(**_JIT)
-def tql2_group(Zt, d, e, mlane, act, fsh, tst1, c, c2, c3, s, s2, el1, dl1, p, cr, sr, max_iter):
+def tql2_group(Zt, d, e, max_iter):
     """Eigenvalues (in ``d``) and eigenvectors (rows of ``Zt``) of the tridiagonal matrices (d, e).
 
-    ``Zt`` enters as ``Q^T`` (row k = column k of the tridiagonalising Q) and leaves with row k the
-    eigenvector of ``d[k]``. ``e[k] = T[k, k-1]`` on entry; destroyed. Unsorted. The remaining
-    arguments are (L,) scratch (``mlane``, ``act`` int64). Returns the number of QL iterations run.
+    ``Zt`` (n, n, LANES) enters as ``Q^T`` (row k = column k of the tridiagonalising Q) and leaves with
+    row k the eigenvector of ``d[k]``. ``e[k] = T[k, k-1]`` on entry; destroyed. Unsorted. Returns the
+    number of QL iterations run.
     """
-    n, L = Zt.shape[0], Zt.shape[2]
+    n = Zt.shape[0]
+    L = LANES
     dt = Zt.dtype.type
+    st = np.empty((NSTATE, LANES), Zt.dtype)
+    CR = np.empty((n, LANES), Zt.dtype)      # rotations of one QL iteration, applied to Zt afterwards
+    SR = np.empty((n, LANES), Zt.dtype)
+    carry = np.empty(LANES, Zt.dtype)
     zero, one, two = dt(0), dt(1), dt(2)
     eps = dt(np.finfo(Zt.dtype).eps)
     for i in range(1, n):
@@ -147,21 +162,22 @@ def tql2_group(Zt, d, e, mlane, act, fsh, tst1, c, c2, c3, s, s2, el1, dl1, p, c
             e[i - 1, l] = e[i, l]
     for l in range(L):
         e[n - 1, l] = zero
-        fsh[l] = zero
-        tst1[l] = zero
+        st[_FSH, l] = zero
+        st[_TST, l] = zero
     iters = 0
     for l0 in range(n):
         nact = 0
         mmax = l0
         for l in range(L):
             t = abs(d[l0, l]) + abs(e[l0, l])
-            tst1[l] = t if t > tst1[l] else tst1[l]
+            tst = t if t > st[_TST, l] else st[_TST, l]
+            st[_TST, l] = tst
             m = l0
-            while m < n - 1 and not (abs(e[m, l]) <= eps * tst1[l]):
+            while m < n - 1 and not (abs(e[m, l]) <= eps * tst):
                 m += 1
-            mlane[l] = m
-            act[l] = 1 if m > l0 else 0
-            nact += act[l]
+            st[_M, l] = dt(m)
+            st[_ACT, l] = one if m > l0 else zero
+            nact += 1 if m > l0 else 0
             mmax = m if (m > mmax and m > l0) else mmax
         it = 0
         while nact > 0 and it < max_iter:
@@ -169,7 +185,7 @@ def tql2_group(Zt, d, e, mlane, act, fsh, tst1, c, c2, c3, s, s2, el1, dl1, p, c
             iters += 1
             # shift from the leading 2x2 block
             for l in range(L):
-                a = act[l] != 0
+                a = st[_ACT, l] != zero
                 gl = d[l0, l]
                 el = e[l0, l]
                 pp = (d[l0 + 1, l] - gl) / (two * el)
@@ -180,29 +196,30 @@ def tql2_group(Zt, d, e, mlane, act, fsh, tst1, c, c2, c3, s, s2, el1, dl1, p, c
                 hs = gl - dl
                 d[l0, l] = dl if a else d[l0, l]
                 d[l0 + 1, l] = dn if a else d[l0 + 1, l]
-                dl1[l] = dn
+                st[_DL1, l] = dn
                 hs = hs if a else zero
-                fsh[l] += hs
-                p[l] = hs  # the shift, applied below
+                st[_FSH, l] += hs
+                st[_P, l] = hs  # the shift, applied below
             for i in range(l0 + 2, n):
                 for l in range(L):
-                    d[i, l] -= p[l]
+                    d[i, l] -= st[_P, l]
             for l in range(L):
-                p[l] = d[mlane[l], l] if act[l] != 0 else zero
-                c[l] = one
-                c2[l] = one
-                c3[l] = one
-                s[l] = zero
-                s2[l] = zero
-                el1[l] = e[l0 + 1, l]
+                st[_P, l] = d[int(st[_M, l]), l] if st[_ACT, l] != zero else zero
+                st[_C, l] = one
+                st[_C2, l] = one
+                st[_C3, l] = one
+                st[_S, l] = zero
+                st[_S2, l] = zero
+                st[_EL1, l] = e[l0 + 1, l]
             for i in range(mmax - 1, l0 - 1, -1):
+                fi = dt(i)
                 for l in range(L):
-                    a = act[l] != 0 and i < mlane[l]
+                    a = st[_ACT, l] != zero and fi < st[_M, l]
                     ei = e[i, l]
-                    pl = p[l]
+                    pl = st[_P, l]
                     di = d[i, l]
-                    cl = c[l]
-                    sl = s[l]
+                    cl = st[_C, l]
+                    sl = st[_S, l]
                     gg = cl * ei
                     hh = cl * pl
                     r = np.sqrt(pl * pl + ei * ei)
@@ -212,32 +229,40 @@ def tql2_group(Zt, d, e, mlane, act, fsh, tst1, c, c2, c3, s, s2, el1, dl1, p, c
                     dnext = hh + sn * (cn * gg + sn * di)
                     e[i + 1, l] = sl * r if a else e[i + 1, l]
                     d[i + 1, l] = dnext if a else d[i + 1, l]
-                    c3[l] = c2[l] if a else c3[l]
-                    c2[l] = cl if a else c2[l]
-                    s2[l] = sl if a else s2[l]
-                    s[l] = sn if a else sl
-                    c[l] = cn if a else cl
-                    p[l] = pn if a else pl
-                    cr[l] = cn if a else one
-                    sr[l] = sn if a else zero
-                # eigenvectors: rows i, i+1 of Zt (columns of Z) rotated in place
-                for k in range(n):
+                    st[_C3, l] = st[_C2, l] if a else st[_C3, l]
+                    st[_C2, l] = cl if a else st[_C2, l]
+                    st[_S2, l] = sl if a else st[_S2, l]
+                    st[_S, l] = sn if a else sl
+                    st[_C, l] = cn if a else cl
+                    st[_P, l] = pn if a else pl
+                    CR[i, l] = cn if a else one
+                    SR[i, l] = sn if a else zero
+            # eigenvectors: the whole chain of rotations (rows i, i+1 of Zt for i = mmax-1 .. l0) applied
+            # one column k at a time, the row passed down the chain carried in ``carry``: each entry of
+            # Zt is loaded and stored once per QL iteration (twice per rotation when applied one by one)
+            for k in range(n):
+                for l in range(L):
+                    carry[l] = Zt[mmax, k, l]
+                for i in range(mmax - 1, l0 - 1, -1):
                     for l in range(L):
                         zi = Zt[i, k, l]
-                        zj = Zt[i + 1, k, l]
-                        Zt[i + 1, k, l] = sr[l] * zi + cr[l] * zj
-                        Zt[i, k, l] = cr[l] * zi - sr[l] * zj
+                        cy = carry[l]
+                        Zt[i + 1, k, l] = SR[i, l] * zi + CR[i, l] * cy
+                        carry[l] = CR[i, l] * zi - SR[i, l] * cy
+                for l in range(L):
+                    Zt[l0, k, l] = carry[l]
             nact = 0
             for l in range(L):
-                a = act[l] != 0
-                pn = -s[l] * s2[l] * c3[l] * el1[l] * e[l0, l] / dl1[l]
-                e[l0, l] = s[l] * pn if a else e[l0, l]
-                d[l0, l] = c[l] * pn if a else d[l0, l]
-                still = a and abs(e[l0, l]) > eps * tst1[l]
-                act[l] = 1 if still else 0
-                nact += act[l]
+                a = st[_ACT, l] != zero
+                sl = st[_S, l]
+                pn = -sl * st[_S2, l] * st[_C3, l] * st[_EL1, l] * e[l0, l] / st[_DL1, l]
+                e[l0, l] = sl * pn if a else e[l0, l]
+                d[l0, l] = st[_C, l] * pn if a else d[l0, l]
+                still = a and abs(e[l0, l]) > eps * st[_TST, l]
+                st[_ACT, l] = one if still else zero
+                nact += 1 if still else 0
         for l in range(L):
-            d[l0, l] += fsh[l]
+            d[l0, l] += st[_FSH, l]
             e[l0, l] = zero
     return iters
 

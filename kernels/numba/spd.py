@@ -13,8 +13,9 @@ Algorithm by size d:
   measured 4x slower than PyTorch's bundled LAPACK on the development machine.
 
 Backward (Daleckii-Krein, METHODS.md C.4.2): ``V [(V^T sym(G) V) o L] V^T``. The cancellation-free
-Loewner matrix ``L`` of the reference is computed in float64 for every dtype (one kernel, vectorised
-``log``/``exp``), the four products run per lane group like the forward. ``eigh_backward`` (eigenvector gradients of ``spd_eigh``) is a few
+Loewner matrix ``L`` of the reference is computed in float64 for every dtype (one lane-vectorised
+kernel); the four products run per lane group for d <= 8 and as batched BLAS GEMMs (``torch.matmul``)
+above, where MKL's small-matrix GEMMs beat the lane loops (measured 4x at d = 64). ``eigh_backward`` (eigenvector gradients of ``spd_eigh``) is a few
 batched matrix products and runs in PyTorch.
 
 Accuracy: eigenvalues to ``eps * ||S||`` like LAPACK (Jacobi's relative stopping rule does better on
@@ -33,11 +34,12 @@ from numba import njit
 from .. import _alloc
 from ..reference import spd as _ref
 from ._spd_jacobi import jacobi_group
-from ._spd_lanes import (FUNC_CODES, LANES, dk_group, eigvals_group, load_group, loewner_matrix, matfun_values,
+from ._spd_lanes import (FUNC_CODES, LANES, dk_group, eigvals_group, load_group, loewner_group, matfun_values,
                          reconstruct_group)
 from ._spd_tridiag import tql2_group, transpose_group, tred2_group
 
 JACOBI_MAX_D = 5
+DK_LANES_MAX_D = 8      # backward products: lane groups up to here, batched BLAS GEMMs above
 LANE_MAX_D = 64
 MAX_SWEEPS = 30       # Jacobi: 4-9 sweeps in practice
 QL_ITERS_PER_D = 30   # QL: 1-3 iterations per eigenvalue in practice
@@ -60,8 +62,7 @@ def _forward_groups(g0, g1, S, use_jacobi, want_f, func, p, abs_floor, rel_floor
     lam = np.empty((n, L), dt)
     fw = np.empty((n, L), dt)
     scale = np.empty(L, dt)
-    ls = np.empty((12, L), dt)       # per-lane scalars of the eigensolvers
-    li = np.empty((2, L), np.int64)
+    ls = np.empty((6, L), dt)        # per-lane scalars of Householder and Jacobi
     order = np.empty(n, np.int64)
     for g in range(g0, g1):
         b0 = g * L
@@ -73,8 +74,7 @@ def _forward_groups(g0, g1, S, use_jacobi, want_f, func, p, abs_floor, rel_floor
         else:
             tred2_group(A, lam, Y, X, ls[0], ls[1], ls[2], ls[3], ls[4], ls[5])
             transpose_group(A, Vt)
-            tql2_group(Vt, lam, Y, li[0], li[1], ls[0], ls[1], ls[2], ls[3], ls[4], ls[5], ls[6], ls[7], ls[8],
-                       ls[9], ls[10], ls[11], QL_ITERS_PER_D * n)
+            tql2_group(Vt, lam, Y, QL_ITERS_PER_D * n)
             for k in range(n):
                 for l in range(L):
                     lam[k, l] /= scale[l]
@@ -117,13 +117,25 @@ def _forward_groups(g0, g1, S, use_jacobi, want_f, func, p, abs_floor, rel_floor
 
 
 @njit(**_JIT)
-def _loewner_rows_batch(b0, b1, w, func, p, abs_floor, rel_floor, Lw):
-    """``Lw[b]``: Loewner matrix of ``f(max(., floor))`` at the eigenvalues ``w[b]`` (float64 only)."""
-    n = w.shape[1]
-    h = np.empty(n, np.float64)
-    fh = np.empty(n, np.float64)
-    for b in range(b0, b1):
-        loewner_matrix(w[b], func, p, abs_floor, rel_floor, Lw[b], h, fh)
+def _loewner_groups(g0, g1, w, func, p, abs_floor, rel_floor, Lw):
+    """Lane groups g0 .. g1-1: ``Lw[b]`` = Loewner matrix of ``f(max(., floor))`` at ``w[b]`` (float64 only)."""
+    B, n = w.shape
+    L = LANES
+    lam = np.empty((n, L), np.float64)
+    h = np.empty((n, L), np.float64)
+    fh = np.empty((n, L), np.float64)
+    Ll = np.empty((n, n, L), np.float64)
+    for g in range(g0, g1):
+        b0 = g * L
+        nb = min(L, B - b0)
+        for l in range(L):
+            for k in range(n):
+                lam[k, l] = w[b0 + l, k] if l < nb else 1.0
+        loewner_group(lam, func, p, abs_floor, rel_floor, Ll, h, fh)
+        for l in range(nb):
+            for i in range(n):
+                for j in range(n):
+                    Lw[b0 + l, i, j] = Ll[i, j, l]
 
 
 @njit(**_JIT)
@@ -175,6 +187,18 @@ def _dk_groups(g0, g1, G, V, Lw, out):
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+_warm: set = set()     # (kernel, argument types) already compiled
+
+
+def _get_pool(nth: int) -> concurrent.futures.ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _pool_lock:
+        if _pool is None or _pool_size != nth:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=nth, thread_name_prefix="multialign-spd")
+            _pool_size = nth
+        return _pool
 
 
 def _parallel(fn, nitems: int, *args) -> None:
@@ -183,24 +207,23 @@ def _parallel(fn, nitems: int, *args) -> None:
     The kernels release the GIL (``nogil=True``). This replaces ``prange``: Numba's parfor lowering
     re-optimised every linked eigensolver helper inside the gufunc a second time, which more than
     doubled the cold compile time (measured 120 s -> 50 s per dtype on the 2-core machine); chunks
-    of whole lane groups make the thread hand-off cost (~20 us) negligible.
+    of whole lane groups make the thread hand-off cost (~20 us) negligible. ``fn`` may also be a plain
+    Python function that releases the GIL (LAPACK calls through PyTorch).
     """
-    global _pool, _pool_size
     nth = max(1, numba.get_num_threads())
     nch = min(nitems, 4 * nth) if nth > 1 else 1
     if nch <= 1:
         fn(0, nitems, *args)
         return
-    with _pool_lock:
-        if _pool is None or _pool_size != nth:
-            if _pool is not None:
-                _pool.shutdown(wait=False)
-            _pool = concurrent.futures.ThreadPoolExecutor(max_workers=nth, thread_name_prefix="multialign-spd")
-            _pool_size = nth
-        pool = _pool
+    pool = _get_pool(nth)
     bounds = [(k * nitems // nch, (k + 1) * nitems // nch) for k in range(nch)]
-    fn(*bounds[0], *args)  # compiles on first use, on this thread, before the others start
-    futures = [pool.submit(fn, lo, hi, *args) for lo, hi in bounds[1:]]
+    if hasattr(fn, "overloads"):  # a Numba dispatcher: compile on this thread before the others start
+        key = (fn, tuple(numba.typeof(a) for a in args))
+        if key not in _warm:
+            fn(*bounds[0], *args)
+            _warm.add(key)
+            bounds = bounds[1:]
+    futures = [pool.submit(fn, lo, hi, *args) for lo, hi in bounds]
     for f in futures:
         f.result()
 
@@ -224,11 +247,27 @@ def _ngroups(B: int) -> int:
     return -(-B // LANES)
 
 
+def _lapack_eigh(S: torch.Tensor):
+    """(w, V) of sym(S) by LAPACK (``torch.linalg.eigh``), chunks of the batch on the thread pool
+    (PyTorch runs a batch of eigenproblems one after the other on one thread)."""
+    S = _ref.sym(S)
+    B, n = S.shape[0], S.shape[-1]
+    w = _alloc.empty((B, n), dtype=S.dtype, device=S.device)
+    V = _alloc.empty((B, n, n), dtype=S.dtype, device=S.device)
+
+    def part(lo, hi):
+        w[lo:hi], V[lo:hi] = torch.linalg.eigh(S[lo:hi])
+    if B:
+        _parallel(part, B)
+    return w, V
+
+
 def eigh_forward(S: torch.Tensor):
     S = _prep(S)
     B, n = S.shape[0], S.shape[-1]
     if n > LANE_MAX_D:
-        return _ref.eigh_forward(S)
+        w, V = _lapack_eigh(S)
+        return w, _ref.sign_normalise(V)
     w = _alloc.empty((B, n), dtype=S.dtype, device=S.device)
     V = _alloc.empty((B, n, n), dtype=S.dtype, device=S.device)
     if B:
@@ -246,7 +285,10 @@ def matfun_forward(S: torch.Tensor, func: str, p: float, abs_floor: float, rel_f
     S = _prep(S)
     B, n = S.shape[0], S.shape[-1]
     if n > LANE_MAX_D:
-        return _ref.matfun_forward(S, func, p, abs_floor, rel_floor)
+        w, V = _lapack_eigh(S)
+        lam = torch.maximum(w, _ref.eig_floor(w, abs_floor, rel_floor))
+        F = (V * _ref.apply_func(lam, func, p)[..., None, :]) @ V.mT
+        return _ref.sym(F), w, V
     F = _alloc.empty((B, n, n), dtype=S.dtype, device=S.device)
     w = _alloc.empty((B, n), dtype=S.dtype, device=S.device)
     V = _alloc.empty((B, n, n), dtype=S.dtype, device=S.device)
@@ -262,10 +304,17 @@ def matfun_backward(grad: torch.Tensor, w: torch.Tensor, V: torch.Tensor, func: 
     grad = grad.to(V.dtype).contiguous()
     if n > LANE_MAX_D:
         return _ref.matfun_backward(grad, w, V, func, p, abs_floor, rel_floor)
+    if B == 0:
+        return _alloc.empty((0, n, n), dtype=V.dtype, device=V.device)
+    Lw = torch.empty((B, n, n), dtype=torch.float64)
+    _parallel(_loewner_groups, _ngroups(B), w.to(torch.float64).contiguous().numpy(), FUNC_CODES[func], float(p),
+              float(abs_floor), float(rel_floor), Lw.numpy())
+    V = V.contiguous()
+    if n > DK_LANES_MAX_D:  # the four products as batched GEMMs
+        Vt = V.mT
+        X = Vt @ (0.5 * (grad + grad.mT)) @ V
+        out = V @ (X * Lw.to(V.dtype)) @ Vt
+        return 0.5 * (out + out.mT)
     out = _alloc.empty((B, n, n), dtype=V.dtype, device=V.device)
-    if B:
-        Lw = np.empty((B, n, n), dtype=np.float64)
-        _parallel(_loewner_rows_batch, B, w.to(torch.float64).contiguous().numpy(), FUNC_CODES[func], float(p),
-                  float(abs_floor), float(rel_floor), Lw)
-        _parallel(_dk_groups, _ngroups(B), grad.numpy(), V.contiguous().numpy(), Lw, out.numpy())
+    _parallel(_dk_groups, _ngroups(B), grad.numpy(), V.numpy(), Lw.numpy(), out.numpy())
     return out

@@ -23,9 +23,10 @@ they are finite and correct at repeated eigenvalues (``S = c I`` included), wher
 ``torch.linalg.eigh`` returns inf/NaN. The floor is treated as a constant; a clamped eigenvalue gets zero
 gradient.
 
-Backends: ``"numba"`` (CPU) runs a SIMD-across-the-batch cyclic Jacobi eigensolver for d <= 32 and
-LAPACK (``torch.linalg.eigh``) for larger d, with the matrix function, reconstruction and backward in
-fused Numba kernels; ``"triton"`` runs one program per matrix (parallel Jacobi with the matrix function
+Backends: ``"numba"`` (CPU) solves 32 matrices at once, one per SIMD lane (cyclic Jacobi for d <= 5,
+Householder tridiagonalisation + implicit QL for d <= 64; LAPACK through ``torch.linalg.eigh`` above),
+with the matrix function and reconstruction fused into the eigensolver kernel and a lane-vectorised
+Daleckii-Krein backward; ``"triton"`` runs one program per matrix (parallel Jacobi with the matrix function
 and reconstruction fused, d <= 64); ``"torch"`` is the reference (``torch.linalg.eigh`` + the explicit
 Daleckii-Krein backward).
 
@@ -82,6 +83,7 @@ def _(gw, gV, w, V, backend):
 
 def _eigh_setup(ctx, inputs, output):
     ctx.backend = inputs[1]
+    ctx.set_materialize_grads(False)  # an unused output's gradient arrives as None, not as zeros
     ctx.save_for_backward(*output)
 
 
@@ -122,6 +124,7 @@ def _matfun_setup(ctx, inputs, output):
     _, func, p, abs_floor, rel_floor, backend = inputs
     _, w, V = output
     ctx.mark_non_differentiable(w, V)
+    ctx.set_materialize_grads(False)  # no zero tensors for the gradients of w and V
     ctx.save_for_backward(w, V)
     ctx.args = (func, p, abs_floor, rel_floor, backend)
 
