@@ -1,13 +1,14 @@
 """Batched symmetric eigendecomposition and matrix functions on the GPU (Triton), forward and backward.
 
 Same functions and signatures as ``kernels/reference/spd.py``. One program per matrix; the matrix lives
-in registers as a ``BLOCK x BLOCK`` tile (``BLOCK`` = the next power of two >= d, d <= 64; products by
-``tl.dot`` from BLOCK = 16, by a broadcast-reduce below):
+in registers as a ``BLOCK x BLOCK`` tile (``BLOCK`` = the next power of two >= d, d <= 64; dense products
+by ``tl.dot`` from BLOCK = 16, by a broadcast-reduce below):
 
 ``_spd_eig_kernel``  parallel (round-robin) cyclic Jacobi (METHODS.md C.4.3, Brent & Luk 1985): each
-                     round rotates BLOCK/2 disjoint pairs at once; the round is the block-sparse
-                     orthogonal matrix ``J`` (c on the diagonal, +-s at (p, q) and (q, p)) applied as
-                     ``A <- J^T (A J)`` and ``V <- V J`` with ``tl.dot``. Then either the matrix function
+                     round rotates BLOCK/2 disjoint pairs at once; the round is the sparse orthogonal
+                     matrix ``J`` (c on the diagonal, +-s at (p, q) and (q, p): two non-zeros per column),
+                     so ``A <- J^T (A J)`` and ``V <- V J`` are scalings plus ``tl.gather`` of the partner
+                     columns/rows, O(BLOCK^2) per round. Then either the matrix function
                      and the reconstruction ``F = (V f(lam)) V^T`` (one more ``tl.dot``) in the same
                      program, or the sorted, sign-normalised eigendecomposition (``spd_eigh``).
 ``_spd_dk_kernel``   the Daleckii-Krein backward ``V [(V^T sym(G) V) o L] V^T``: four ``tl.dot`` and the
@@ -126,16 +127,14 @@ def _spd_eig_kernel(S_ptr, ssb, ssr, ssc, F_ptr, w_ptr, V_ptr, d, p, abs_floor, 
             c = 1.0 / tl.sqrt(1.0 + t * t)
             s = t * c
             sigma = tl.where(is_p, -s, s)
-            # J[row, col]: c[col] on the diagonal, sigma[col] at row = partner[col]
-            J = tl.where(eye, c[None, :], tl.where(rows == partner[None, :], sigma[None, :], 0.0)).to(DT)
-            # (products written out: a nested @triton.jit call per round costs ~1 ms in the interpreter)
-            if USE_DOT:
-                A = tl.dot(tl.trans(J), tl.dot(A, J, input_precision="ieee"), input_precision="ieee")
-                V = tl.dot(V, J, input_precision="ieee")
-            else:
-                A = tl.sum(A[:, :, None] * J[None, :, :], axis=1)
-                A = tl.sum(tl.trans(J)[:, :, None] * A[None, :, :], axis=1)
-                V = tl.sum(V[:, :, None] * J[None, :, :], axis=1)
+            # The round is J (c[col] on the diagonal, sigma[col] at row = partner[col]), two non-zeros per
+            # column, so A J, J^T (A J) and V J are a scale plus a scaled gather of the partner column/row:
+            # O(BLOCK^2) per round instead of a dense O(BLOCK^3) product.
+            pc = tl.broadcast_to(partner[None, :], (BLOCK, BLOCK))
+            pr = tl.broadcast_to(partner[:, None], (BLOCK, BLOCK))
+            A = A * c[None, :] + tl.gather(A, pc, axis=1) * sigma[None, :]
+            A = A * c[:, None] + tl.gather(A, pr, axis=0) * sigma[:, None]
+            V = V * c[None, :] + tl.gather(V, pc, axis=1) * sigma[None, :]
             newd = tl.where(is_p, app - t * apq, aqq + t * apq)
             A = tl.where(eye, newd[:, None], tl.where(sel, 0.0, A))
             A = 0.5 * (A + tl.trans(A))
