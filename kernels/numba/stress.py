@@ -20,7 +20,8 @@ How it works, and why it is fast:
   OpenMP pools then spin against each other, 5-50x slower unless OMP_WAIT_POLICY=PASSIVE.)
 * **Race-free without atomics or per-thread copies of G.** Tasks run in rounds of a round-robin
   tournament (the circle method): within a round every block appears in exactly one pair, so the
-  gradient rows a task touches belong to it alone, and the weight tiles of one round (O(N SB) memory)
+  gradient rows a task touches belong to it alone. A round's tasks run in chunks of ``WT_TASKS`` per
+  thread, and the weight tiles of one chunk (64 KB each in float32: ~2 MB per thread, independent of N)
   are all that is ever stored. The pair sums are stored per task and added in a fixed order: results
   do not depend on the number of threads.
 * **x is never copied** (it is the big input: 128 MB at N = 65536, D1 = 512): the row operand of a
@@ -56,8 +57,9 @@ from ._tiles import R, W
 
 SB = 128                     # points per block (a multiple of W and R)
 PACK_BUDGET = 48 << 20       # bytes: pack the whole of x into panels once when the copy is at most this
+WT_TASKS = 16                # weight tiles kept per thread (tasks of a round run in chunks of 16 x threads)
 THETA = {torch.float32: 1.0 / 16.0, torch.float64: 1.0 / 4096.0}
-D_TINY = {torch.float32: 1e-18, torch.float64: 1e-150}
+D_TINY = {torch.float32: 1e-18, torch.float64: 1e-30}
 
 _PAR = dict(parallel=True, cache=True, fastmath={"contract"})
 
@@ -209,15 +211,16 @@ def _stress_prologue(x, y, XPbuf, use_global, nx, ny, N, zero_gx, zero_gy, gx, g
 
 
 @njit(**_PAR)
-def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny, WT, VF, sums, gx, gy,
+def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny, WT, ch, VF, sums, gx, gy,
                    rnd0, rnd1):
     """Rounds rnd0 .. rnd1 - 1 of block-pair tasks (see ``_task_blocks``).
 
     x (B, N, D1); y (B, Np, D2p) zero-padded, YP (B, Np/W, D2p, W) its panels; XPbuf the panels of x,
     (B, Np/W, D1, W) when ``use_global``, else (threads, SB/W, D1, W) packed per task; nx, ny (B, Np)
     squared norms; sums (B, slots, 4) float64 receives the pair sums of task k of round rnd at slot
-    rnd * half + k. When ``wx >= 0`` (``wy >= 0``) the x (y) weight tile of task t of the round goes to
-    WT[wx, t] (WT[wy, t]) and exact close-pair gradient terms are added to gx (gy: (B, Np, D2p))."""
+    rnd * half + k. The B * half tasks of a round run ``ch`` at a time; when ``wx >= 0`` (``wy >= 0``) the x (y)
+    weight tile of task t of such a chunk goes to WT[wx, t] (WT[wy, t]: WT holds ``ch`` tasks, so its size does
+    not grow with N) and exact close-pair gradient terms are added to gx (gy: (B, Np, D2p))."""
     B = x.shape[0]
     D1 = x.shape[2]
     zero = x.dtype.type(0)
@@ -227,8 +230,13 @@ def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny
     half = m // 2
     n_rounds = m - 1
     NP = SB // W
-    for rnd in range(rnd0, rnd1):
-        for t in prange(B * half):
+    ntask = B * half
+    nch = (ntask + ch - 1) // ch
+    for rc in range((rnd1 - rnd0) * nch):
+        rnd = rnd0 + rc // nch
+        c0 = (rc % nch) * ch
+        for tt in prange(min(ch, ntask - c0)):
+            t = c0 + tt
             b = t // half
             k = t % half
             IJ = _task_blocks(rnd, k, m, n_rounds, half)
@@ -319,16 +327,16 @@ def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny
                                 dy = dd[r, l]
                                 keep = (mk[r, l] != zero) & (dy > d_tiny) & ((fl[r, l] & 2) == 0)
                                 w = dl[r, l] / dy if keep else zero
-                                WT[wy, t, a0 + r, q * W + l] = w
-                                WT[wy + 1, t, q * W + l, a0 + r] = w
+                                WT[wy, tt, a0 + r, q * W + l] = w
+                                WT[wy + 1, tt, q * W + l, a0 + r] = w
                     if wx >= 0:
                         for r in range(R):
                             for l in range(W):
                                 dx = dl[r, l]
                                 keep = (mk[r, l] != zero) & (dx > d_tiny) & ((fl[r, l] & 1) == 0)
                                 w = dd[r, l] / dx if keep else zero
-                                WT[wx, t, a0 + r, q * W + l] = w
-                                WT[wx + 1, t, q * W + l, a0 + r] = w
+                                WT[wx, tt, a0 + r, q * W + l] = w
+                                WT[wx + 1, tt, q * W + l, a0 + r] = w
             for e in range(4):
                 s = 0.0
                 for l in range(W):
@@ -337,7 +345,8 @@ def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny
         if wx < 0 and wy < 0:
             continue
         # the gradient products of the round: a separate parallel loop (see the docstring)
-        for t in prange(B * half):
+        for tt in prange(min(ch, ntask - c0)):
+            t = c0 + tt
             b = t // half
             k = t % half
             IJ = _task_blocks(rnd, k, m, n_rounds, half)
@@ -363,11 +372,11 @@ def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny
                         cs[c] = 0
                     for a in range(SB):
                         for c in range(SB):
-                            cs[c] += WT[ws + 1 - side, t, a, c]
+                            cs[c] += WT[ws + 1 - side, tt, a, c]
                     if sp == 0:
-                        _grad_side(WT, ws + side, t, x, b, orow, ocol, nrow, ncol, gx, VF, th, cs, acc)
+                        _grad_side(WT, ws + side, tt, x, b, orow, ocol, nrow, ncol, gx, VF, th, cs, acc)
                     else:
-                        _grad_side(WT, ws + side, t, y, b, orow, ocol, nrow, ncol, gy, VF, th, cs, acc)
+                        _grad_side(WT, ws + side, tt, y, b, orow, ocol, nrow, ncol, gy, VF, th, cs, acc)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -411,13 +420,14 @@ def stress_forward(x: torch.Tensor, y: torch.Tensor, need_gx: bool = False, need
     wx = 0 if need_gx else -1
     wy = 2 * int(need_gx) if need_gy else -1
     nslots = 2 * (int(need_gx) + int(need_gy))      # [w, w^T] per space with a gradient
-    WT = np.empty((nslots, B * half, SB, SB) if nslots else (1, 1, 1, 1), dtype=npdt)
+    ch = min(B * half, WT_TASKS * numba.get_num_threads()) if nslots else B * half
+    WT = np.empty((nslots, ch, SB, SB) if nslots else (1, 1, 1, 1), dtype=npdt)
     dmax = max(D1 if need_gx else 1, D2p if need_gy else 1)
     VF = np.empty((numba.get_num_threads(), -(-dmax // W), SB, W) if nslots else (1, 1, 1, 1), dtype=npdt)
     xn, ypn = x.numpy(), yp.numpy()
     _stress_prologue(xn, ypn, XPbuf, use_global, nx, ny, N, need_gx, need_gy, gx.numpy(), gyp.numpy())
     _stress_rounds(xn, ypn, YP.numpy(), XPbuf, use_global, nx, ny, N, wx, wy, npdt(THETA[dt]), npdt(D_TINY[dt]),
-                   WT, VF, sums, gx.numpy(), gyp.numpy(), 0, n_rounds + 2)
+                   WT, ch, VF, sums, gx.numpy(), gyp.numpy(), 0, n_rounds + 2)
     out = _alloc.empty((B, 4), dtype=torch.float64, device=x.device)
     out.copy_(torch.from_numpy(sums).sum(1))
     gy = None

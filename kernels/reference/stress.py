@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-D_TINY = {torch.float32: 1e-18, torch.float64: 1e-150}
+D_TINY = {torch.float32: 1e-18, torch.float64: 1e-30}
 _CHUNK_ELEMS = 1 << 24
 
 
