@@ -11,7 +11,7 @@ plan ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``, ``cost`` the entropic dua
 GeomLoss's ``SamplesLoss("sinkhorn", p=2, blur=s)`` uses half this cost: it corresponds to ``eps = 2 s^2``
 and reports half our value.
 
-Paths (``result.path`` says which one ran):
+Paths (``result.path`` says which one ran; ``result.path_stats`` counts the log-domain and scaling iterations):
 
 * ``"online"``: the cost is recomputed tile by tile inside the kernels from the points -- memory O(N + M).
 * ``"matrix"``: log-domain iterations over a cost matrix held in memory (``sinkhorn_matrix``'s input, or
@@ -57,7 +57,10 @@ class SinkhornResult(NamedTuple):
     of C.2.6), differentiable. ``f`` (..., N), ``g`` (..., M): the potentials. ``n_iter`` (...): iterations
     run per problem. ``error`` (...): the final error (balanced: L1 marginal violation; unbalanced:
     ``max |delta potential| / eps``; ``inf`` if the epsilon schedule did not reach ``eps``).
-    ``converged`` (...): ``error < tol``. ``path``: the solver path that ran. ``plan()``: the dense plan.
+    ``converged`` (...): ``error < tol``. ``path``: the solver path that ran. ``path_stats`` (..., 3) int64:
+    per problem ``[log-domain iterations, stabilised-scaling iterations, kernel (re)builds]`` -- with
+    ``path="scaling"`` the first iterations (and any that drift) run in the log domain, this says how many.
+    ``plan()``: the dense plan.
     """
 
     cost: Tensor
@@ -68,6 +71,7 @@ class SinkhornResult(NamedTuple):
     converged: Tensor
     path: str
     problem: tuple = ()
+    path_stats: Optional[Tensor] = None
 
     def plan(self) -> Tensor:
         """The transport plan ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)`` of shape ``(..., N, M)``.
@@ -330,8 +334,11 @@ def _pick_path(op: str, path: str, backend: str, kind: str, B: int, N: int, M: i
     return "online" if kind == "points" else "matrix"
 
 
-def _finish(kind, p, q, a, b, f, g, n_iter, err, cost, eps, tol, path, grad, batch, out_dtype):
+def _finish(kind, p, q, a, b, f, g, n_iter, err, cost, eps, tol, path, grad, batch, out_dtype, stats=None):
     N, M = f.shape[-1], g.shape[-1]
+    if stats is None:  # the unrolled reference loop: log-domain iterations only
+        stats = torch.stack([n_iter, torch.zeros_like(n_iter), torch.zeros_like(n_iter)], -1)
+    stats = stats.reshape(*batch, 3)
     cost = cost.reshape(batch).to(out_dtype)
     f = f.reshape(*batch, N).to(out_dtype)
     g = g.reshape(*batch, M).to(out_dtype)
@@ -340,7 +347,7 @@ def _finish(kind, p, q, a, b, f, g, n_iter, err, cost, eps, tol, path, grad, bat
     converged = err < tol
     a = a.reshape(*batch, N)
     b = b.reshape(*batch, M)
-    return SinkhornResult(cost, f, g, n_iter, err, converged, path, (kind, p, q, a, b, eps, grad, batch))
+    return SinkhornResult(cost, f, g, n_iter, err, converged, path, (kind, p, q, a, b, eps, grad, batch), stats)
 
 
 def _eps0_points(xb: Tensor, yb: Tensor) -> Tensor:
@@ -402,9 +409,10 @@ def sinkhorn(x: Tensor, y: Tensor, a: Optional[Tensor] = None, b: Optional[Tenso
         cost = dual_value(ab, bb, f, g, eps, rho)
         return _finish("points", xb, yb, ab, bb, f, g, n_iter, err, cost, eps, tol, "matrix", grad, batch, out_dtype)
     xd, yd, ad, bd = xb.detach(), yb.detach(), ab.detach(), bb.detach()
-    f, g, n_iter, err, _stats = _solve_op(xd, yd, ad, bd, eps0, eps, rho, max_iter, float(tol), scal, chosen, be)
+    f, g, n_iter, err, stats = _solve_op(xd, yd, ad, bd, eps0, eps, rho, max_iter, float(tol), scal, chosen, be)
     cost = _value_op(xb, yb, ab, bb, f, g, eps, rho, be)
-    return _finish("points", xd, yd, ad, bd, f, g, n_iter, err, cost, eps, tol, chosen, grad, batch, out_dtype)
+    return _finish("points", xd, yd, ad, bd, f, g, n_iter, err, cost, eps, tol, chosen, grad, batch, out_dtype,
+                   stats)
 
 
 def sinkhorn_matrix(C: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = None, *, eps: float = 0.05,
@@ -441,10 +449,11 @@ def sinkhorn_matrix(C: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] =
         cost = dual_value(ab, bb, f, g, eps, rho)
         return _finish("matrix", Cb, None, ab, bb, f, g, n_iter, err, cost, eps, tol, "matrix", grad, batch, out_dtype)
     Cd, ad, bd = Cb.detach(), ab.detach(), bb.detach()
-    f, g, n_iter, err, _stats = _solve_matrix_op(Cd.contiguous(), ad, bd, eps0, eps, rho, max_iter, float(tol), scal,
-                                                 chosen, be)
+    f, g, n_iter, err, stats = _solve_matrix_op(Cd.contiguous(), ad, bd, eps0, eps, rho, max_iter, float(tol), scal,
+                                                chosen, be)
     cost = _value_matrix_op(Cb, ab, bb, f, g, eps, rho, be)
-    return _finish("matrix", Cd, None, ad, bd, f, g, n_iter, err, cost, eps, tol, chosen, grad, batch, out_dtype)
+    return _finish("matrix", Cd, None, ad, bd, f, g, n_iter, err, cost, eps, tol, chosen, grad, batch, out_dtype,
+                   stats)
 
 
 def sinkhorn_divergence(x: Tensor, y: Tensor, a: Optional[Tensor] = None, b: Optional[Tensor] = None, *,
