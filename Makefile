@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch is installed first, on its own, so that no multi-GB CUDA build is pulled in.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test venv clean bench wheel asv-quick asv-run bench-compare bench-docs gpu-static
+.PHONY: test venv clean bench wheel asv-quick asv-run asv-compare bench-compare bench-docs gpu-static
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,13 +44,34 @@ asv-run: $(VENV)/.bench-installed
 	cd benchmarks && $(abspath $(VENV))/bin/asv machine --yes >/dev/null && \
 	  $(abspath $(VENV))/bin/asv run --python=same --launch-method forkserver --set-commit-hash $$(git rev-parse HEAD)
 
+# `asv continuous BASE HEAD` without network: both commits installed into throwaway virtualenvs layered on
+# $(VENV), the current asv suites run against each, then `asv compare` (benchmarks/asv_compare.sh).
+BASE ?= main
+HEAD ?= HEAD
+asv-compare: $(VENV)/.installed
+	VENV_PY=$(abspath $(PY)) benchmarks/asv_compare.sh $(BASE) $(HEAD) $(ASV_ARGS)
+
 bench-compare: $(VENV)/.bench-installed
 	$(VENV)/bin/multialign bench --op all --compare --out bench-results
 
-# Regenerates docs/benchmarks.md: the CPU peer comparison (long) and the static GPU report.
+# Regenerates docs/benchmarks.md and docs/bench-results/ (JSON, CSV, Markdown, plots): the static GPU report
+# (every Triton kernel at every autotune config, sm_80 and sm_90), then the CPU peer comparison, one op at a
+# time merged into one report (peers at the small and medium sizes of the kernel issues, multialign alone at
+# the large ones, where eager peers need N x M memory and minutes), then the page. About 20 minutes on the
+# 2-core development VM: run it on a quiet machine. BENCH_LOCK prefixes each step (e.g. "flock /tmp/x.lock");
+# BENCH_DOCS_OPS=sinkhorn BENCH_DOCS_KEEP=1 re-times one op and keeps the others' figures.
+BENCH_DOCS_OPS  ?= gram mmd sinkhorn stress spd
+BENCH_DOCS_ARGS ?= --compare --peer-sizes small,medium --reps 5 --budget 2
+BENCH_DOCS_KEEP ?=
+BENCH_LOCK      ?=
 bench-docs: $(VENV)/.bench-installed
-	$(VENV)/bin/multialign bench --op all --compare --out docs/bench-results --doc docs/benchmarks.md
-	$(VENV)/bin/multialign bench --gpu-static --out docs/bench-results --doc docs/benchmarks.md
+	test -n "$(BENCH_DOCS_KEEP)" || rm -f docs/bench-results/results.json
+	$(BENCH_LOCK) $(VENV)/bin/multialign bench --gpu-static --out docs/bench-results > /dev/null
+	for op in $(BENCH_DOCS_OPS); do \
+	  $(BENCH_LOCK) $(VENV)/bin/multialign bench --op $$op $(BENCH_DOCS_ARGS) --merge --no-plots \
+	    --out docs/bench-results > /dev/null || exit 1; \
+	done
+	$(VENV)/bin/multialign bench --render docs/bench-results --doc docs/benchmarks.md
 
 gpu-static: $(VENV)/.installed
 	$(VENV)/bin/multialign bench --gpu-static --strict

@@ -19,7 +19,9 @@ How a figure is taken (the same rules as the peer baselines in PEERS.md, so figu
 * **allocator (CPU)**: providers are timed twice, with glibc's default malloc and with
   ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` set high (freed memory kept for reuse). Fresh
   pages cost 1-3 GB/s on the development VM, so eager peers run up to 3x faster tuned; ratios are always
-  taken against the better of the two.
+  taken against the better of the two. The runner skips the tuned repeat where it cannot matter (the default
+  run's peak memory, faulted in at 1 GB/s, costs under 5 % of its median; or the default run failed), and
+  ``--tuned-malloc peers`` keeps multialign on the default allocator (conservative ratios).
 * **accuracy**: a case may give ``reference(params)``, the op's value in float64 on the same inputs;
   each provider's output (the value its callable returns) is compared with it after the timing, outside
   the memory window: max absolute error and max error relative to ``max |reference|``. The reference
@@ -81,6 +83,7 @@ class Case:
     note: str = ""
     reference: Callable[[dict], Any] | None = None   # -> the value in float64 on the same inputs
     tier: str = ""                            # small | medium | large ("" = inferred from the size order)
+    tuned_malloc: bool = True                 # also time with tuned malloc (eager peers allocate N x M temporaries)
 
     @property
     def key(self) -> str:
@@ -394,26 +397,16 @@ def cpu_ceilings() -> dict:
 
 
 def cuda_ceilings() -> dict:
-    """GEMM rates (float32 as torch runs it by default, TF32, float16), exp throughput of a Triton kernel
-    that keeps its operands in registers (torch.exp would measure DRAM bandwidth), and copy bandwidth."""
+    """GEMM rates (float32 as torch runs it by default, TF32, float16), exp throughput of a Triton kernel that
+    keeps its operands in registers (``torch.exp`` would measure DRAM bandwidth), and copy bandwidth."""
     import torch
-    import triton
-    import triton.language as tl
     from triton.testing import do_bench
 
-    @triton.jit
-    def _exp_chain(x_ptr, out_ptr, REPS: tl.constexpr, BLOCK: tl.constexpr):
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        v = tl.load(x_ptr + offs)
-        acc = tl.zeros_like(v)
-        for _ in range(REPS):          # REPS dependent exps per element, no memory traffic
-            v = tl.exp(v * -0.5)
-            acc += v
-        tl.store(out_ptr + offs, acc)
+    from ._cuda import exp_chain
 
-    n, k = 8192, 8192
-    a = torch.randn(n, k, device="cuda")
-    b = torch.randn(k, n, device="cuda")
+    n = 8192
+    a = torch.randn(n, n, device="cuda")
+    b = torch.randn(n, n, device="cuda")
     prev = torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -426,12 +419,12 @@ def cuda_ceilings() -> dict:
     th = do_bench(lambda: ah @ bh) * 1e-3
     x = torch.rand(1 << 24, device="cuda")
     y = torch.empty_like(x)
-    reps, block = 64, 1024
-    te = do_bench(lambda: _exp_chain[(x.numel() // block,)](x, y, REPS=reps, BLOCK=block)) * 1e-3
+    reps = 64
+    te = do_bench(lambda: exp_chain(x, y, reps=reps)) * 1e-3
     big = torch.empty(1 << 28, device="cuda")
     big2 = torch.empty_like(big)
     tc = do_bench(lambda: big2.copy_(big)) * 1e-3
-    flops = 2 * n * k * n
+    flops = 2 * n ** 3
     return {"device": "cuda", "name": torch.cuda.get_device_name(), "gemm_flops_per_s": flops / t32,
             "gemm_tf32_flops_per_s": flops / ttf, "gemm_f16_flops_per_s": flops / th,
             "exp_per_s": x.numel() * reps / te, "bytes_per_s": 2 * big.numel() * 4 / tc,

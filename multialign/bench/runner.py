@@ -116,9 +116,15 @@ def _progress(total: int):
 
 
 def run(selection: list[tuple[str, Case]], *, compare: bool = True, providers: list[str] | None = None,
-        reps: int = 7, budget_s: float = 20.0, timeout_s: float = 600.0, tuned: bool = True,
-        device: str = "cpu", measure_error: bool = True, progress: bool = True) -> dict:
-    """Measure the selection; returns the results document (what ``results.json`` holds)."""
+        reps: int = 7, budget_s: float = 20.0, timeout_s: float = 600.0, tuned: bool | str = True,
+        device: str = "cpu", measure_error: bool = True, progress: bool = True,
+        peer_tiers: list[str] | None = None) -> dict:
+    """Measure the selection; returns the results document (what ``results.json`` holds).
+
+    ``tuned``: also time with tuned malloc -- True / "all", "peers" (peers only: multialign keeps the default
+    allocator, which can only make its ratios conservative), False / "none".
+    ``peer_tiers``: time the peers only on cases of these tiers (the others get multialign's rows and a
+    "not timed" row per peer) -- e.g. the large sizes, where the eager peers need N x M memory and minutes."""
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     load0 = os.getloadavg()
     ceilings = machine_ceilings(device)
@@ -130,8 +136,18 @@ def run(selection: list[tuple[str, Case]], *, compare: bool = True, providers: l
             if providers and prov not in providers:
                 continue
             jobs.append((fam, case, prov, device in provider_devices(factory)))
-    modes = (False, True) if (tuned and device == "cpu") else (False,)
-    total = sum(len(modes) for *_, runs in jobs if runs)
+
+    def skipped(case, prov):
+        return peer_tiers is not None and not is_ours(prov) and case.tier not in peer_tiers
+
+    mode = {True: "all", False: "none"}.get(tuned, tuned)
+    if mode not in ("all", "peers", "none"):
+        raise ValueError(f"tuned must be True, False, 'all', 'peers' or 'none', got {tuned!r}")
+
+    def modes_for(case, prov):
+        both = device == "cpu" and case.tuned_malloc and (mode == "all" or (mode == "peers" and not is_ours(prov)))
+        return (False, True) if both else (False,)
+    total = sum(len(modes_for(case, prov)) for _, case, prov, runs in jobs if runs and not skipped(case, prov))
     update, describe, write, close = _progress(total) if progress else ((lambda k=1: None), (lambda d: None),
                                                                           (lambda s: None), (lambda: None))
     records, cases = [], {}
@@ -147,11 +163,27 @@ def run(selection: list[tuple[str, Case]], *, compare: bool = True, providers: l
                                     "provider": prov, "device": device, "tuned_malloc": False, "status": "n/a",
                                     "error": f"runs on {'/'.join(provider_devices(case.providers[prov]))} only"})
                     continue
-                for t in modes:
+                if skipped(case, prov):
+                    records.append({"family": fam, "case": case.key, "op": case.op, "size": case.size,
+                                    "provider": prov, "device": device, "tuned_malloc": False, "status": "skipped",
+                                    "error": f"peers not timed at the {case.tier} size in this run "
+                                             f"(--peer-sizes {','.join(peer_tiers)})"})
+                    continue
+                default_rec = None
+                for t in modes_for(case, prov):
+                    if t and default_rec is not None and not _allocator_can_matter(default_rec):
+                        default_rec["tuned_malloc_skipped"] = (
+                            "peak memory too small for the allocator to matter "
+                            f"(< {ALLOCATOR_SHARE:.0%} of the median at 1 GB/s)" if default_rec.get("status") == "ok"
+                            else f"{default_rec.get('status')} under the default malloc")
+                        update(1)
+                        continue
                     describe(f"{case.key} {prov}{' (tuned malloc)' if t else ''}")
                     rec = run_subprocess(fam, case.key, prov, t, reps=reps, budget_s=budget_s, timeout_s=timeout_s,
                                          device=device, measure_error=measure_error and not t)
                     records.append(rec)
+                    if not t:
+                        default_rec = rec
                     if rec.get("status") not in ("ok", "n/a"):
                         write(f"  {case.key} {prov}: {rec.get('status')}: {rec.get('error', '')[:160]}")
                     update(1)
@@ -161,8 +193,42 @@ def run(selection: list[tuple[str, Case]], *, compare: bool = True, providers: l
     return {"started": started, "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": " ".join(["multialign"] + sys.argv[1:]) if sys.argv and "multialign" in sys.argv[0] else None,
             "load_average_start": load0, "load_average_end": os.getloadavg(), "device": device,
+            "peer_tiers": peer_tiers, "tuned_malloc": mode,
             "machine": machine_info(), "ceilings": ceilings, "reps": reps, "budget_s": budget_s,
             "cases": list(cases.values()), "records": records}
+
+
+# The tuned-malloc repeat is skipped when fresh pages cannot matter: the default run's peak memory, faulted in
+# at a pessimistic 1 GB/s, would cost less than this share of its median (KeOps, online and fused kernels).
+ALLOCATOR_SHARE = 0.05
+
+
+def _allocator_can_matter(rec: dict) -> bool:
+    if rec.get("status") != "ok" or "median_s" not in rec:
+        return False         # failed, out of memory or timed out: the allocator would not change that
+    peak = rec.get("peak_mem_delta_bytes")
+    return peak is None or peak / 1e9 >= ALLOCATOR_SHARE * rec["median_s"]
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``old`` with the cases of ``new`` replaced or added (``--merge``: a report built from several runs, e.g.
+    one per op). Machine, ceilings and allocator settings are the newest run's; every run is listed in ``runs``."""
+    if old.get("device") != new.get("device"):
+        raise SystemExit(f"multialign bench --merge: {old.get('device')} results cannot be merged with "
+                         f"{new.get('device')} results")
+    fresh = {(c["family"], c["case"]) for c in new["cases"]}
+    keep_cases = [c for c in old["cases"] if (c["family"], c["case"]) not in fresh]
+    keep_recs = [r for r in old["records"] if (r["family"], r["case"]) not in fresh]
+    runs = old.get("runs") or [{k: old.get(k) for k in RUN_KEYS}]
+    out = dict(new, cases=keep_cases + new["cases"], records=keep_recs + new["records"],
+               runs=runs + [{k: new.get(k) for k in RUN_KEYS}])
+    out["started"] = min(r["started"] for r in out["runs"] if r.get("started"))
+    out["load_average_start"] = max((r["load_average_start"] for r in out["runs"] if r.get("load_average_start")),
+                                    key=lambda v: v[0])
+    return out
+
+
+RUN_KEYS = ("started", "finished", "command", "load_average_start", "load_average_end")
 
 
 def _case_doc(fam: str, case: Case, ceilings: dict) -> dict:
@@ -243,8 +309,13 @@ def main_bench(a) -> int:
             print("multialign bench: nothing selected (check --op / --sizes / --case)", file=sys.stderr)
             return 2
         doc = run(selection, compare=a.compare, providers=a.providers.split(",") if a.providers else None,
-                  reps=a.reps, budget_s=a.budget, timeout_s=a.timeout, tuned=not a.default_malloc_only,
-                  device=device, measure_error=not a.no_error, progress=not a.quiet)
+                  reps=a.reps, budget_s=a.budget, timeout_s=a.timeout,
+                  tuned="none" if a.default_malloc_only else a.tuned_malloc,
+                  device=device, measure_error=not a.no_error, progress=not a.quiet,
+                  peer_tiers=[t for tok in a.peer_sizes for t in tok.split(",") if t] if a.peer_sizes else None)
+        if a.merge and out_dir and os.path.exists(os.path.join(out_dir, "results.json")):
+            with open(os.path.join(out_dir, "results.json")) as f:
+                doc = merge(json.load(f), doc)
         rows = report.rows(doc)
         print(report.markdown(doc, rows, [], out_dir or "."))
         if out_dir:
@@ -272,15 +343,24 @@ def add_arguments(p) -> None:
                    help="tiers (small, medium, large), case size labels (e.g. 4096x64) or values of N; default all")
     p.add_argument("--case", action="append", metavar="KEY", help="a case key (e.g. 'mmd2[4096x64]') or op name")
     p.add_argument("--compare", action="store_true", help="time the peers too (default: multialign's backends only)")
+    p.add_argument("--peer-sizes", action="append", metavar="TIER[,TIER...]",
+                   help="with --compare: time the peers only at these tiers (e.g. small,medium); larger cases get "
+                        "multialign's rows only (default: every selected size)")
     p.add_argument("--providers", help="comma-separated provider names to run (default: all)")
     p.add_argument("--out", metavar="DIR", help="write results.json/.csv/.md and plots/ here")
     p.add_argument("--doc", metavar="FILE", help="also write the full report page (e.g. docs/benchmarks.md)")
+    p.add_argument("--merge", action="store_true",
+                   help="merge into an existing --out DIR/results.json (cases of this run replace the same cases "
+                        "there): build one report from several runs, e.g. one per op")
     p.add_argument("--render", metavar="DIR", help="only re-render tables, plots and --doc from DIR/results.json")
     p.add_argument("--reps", type=int, default=7, help="timed calls per provider (default 7)")
     p.add_argument("--budget", type=float, default=20.0, help="seconds of timed calls per provider (default 20)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a provider's run is abandoned")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--default-malloc-only", action="store_true", help="skip the tuned-malloc repeat (CPU)")
+    p.add_argument("--tuned-malloc", choices=("all", "peers", "none"), default="all",
+                   help="CPU: also time with tuned malloc (freed memory kept for reuse) -- every provider (default), "
+                        "the peers only (multialign keeps glibc's default: conservative ratios), or none")
+    p.add_argument("--default-malloc-only", action="store_true", help="same as --tuned-malloc none")
     p.add_argument("--no-error", action="store_true", help="skip the float64 accuracy check")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -11,7 +11,8 @@ provider is. See :mod:`multialign.bench.harness` for the full contract (devices,
 
 Every public op is benchmarked: an op of a family that has no case in its family's ``CASES`` gets
 op-only cases here (:func:`op_only_cases`) -- each multialign backend against the PyTorch reference,
-forward and forward+backward, on the sizes of :mod:`multialign.bench.workloads`.
+forward and forward+backward, at the small size and the first larger size of its workload in
+:mod:`multialign.bench.workloads` (asv and pytest-benchmark cover all of its sizes).
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ def op_only_cases(family: str, dtype: str = "float32") -> list:
     for w in available(family):
         if w.op in covered:
             continue
-        for s in w.sizes:
+        headline = next((s for s in w.sizes if s.tier != "small"), None)
+        for s in [s for s in w.sizes if s.tier == "small" or s is headline]:   # small, and the first issue size
             size = ",".join(f"{k}={v}" for k, v in s.params.items())
             for backward in (False, True):
                 if backward and not w.grad_args:
@@ -78,7 +80,7 @@ def op_only_cases(family: str, dtype: str = "float32") -> list:
                 work = None if backward else w.work     # no floor is claimed for a backward we have not counted
                 ref = _reference(w, s.label, dtype, backward) if s.tier in w.reference_tiers else None
                 out.append(Case(w.op + ("_fwd_bwd" if backward else ""), size, dict(s.params), provs, work,
-                                note="(op only: no peer case yet)", reference=ref, tier=s.tier))
+                                note="(op only: no peer case yet)", reference=ref, tier=s.tier, tuned_malloc=False))
     return out
 
 
