@@ -260,57 +260,77 @@ def _worker(family: str, ccs: list[int], all_configs: bool, kernels: list[str] |
 
 # --------------------------------------------------------------------------------------------- driver
 def run(families=FAMILIES, ccs=(80, 90), all_configs: bool = True, progress: bool = True,
-        timeout_s: float = 3600.0, kernels: list[str] | None = None, list_only: bool = False) -> dict:
+        timeout_s: float = 3600.0, kernels: list[str] | None = None, list_only: bool = False,
+        jobs: int | None = None) -> dict:
     """Compile (or with ``list_only``, just enumerate) the kernels of ``families``; ``kernels`` filters by name.
 
-    One worker subprocess (one import of torch and Triton) compiles every family and streams one JSON line
-    per result, so that the progress bar moves and a crash loses nothing already compiled."""
+    One worker subprocess per family (one import of torch and Triton each; ``jobs`` of them at a time, default
+    two -- compilation is single-threaded) streams one JSON line per result, so that the progress bar moves and
+    a crash loses nothing already compiled. Triton's on-disk cache makes a rerun of unchanged kernels quick."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    cmd = [sys.executable, "-m", "multialign.bench.gpu_static", "--worker", ",".join(families),
-           "--cc", ",".join(map(str, ccs))]
-    if not all_configs:
-        cmd.append("--default-configs-only")
-    for k in kernels or []:
-        cmd += ["--kernel", k]
-    if list_only:
-        cmd.append("--list")
-    results, absent, missing, failures = [], [], {}, []
-    bar = None
-    with tempfile.TemporaryFile(mode="w+") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
-        try:
-            for line in proc.stdout:
-                if not line.startswith("{"):
-                    continue
-                rec = json.loads(line)
-                if rec.get("absent"):
-                    absent.append(rec["family"])
-                elif "load_error" in rec:
-                    failures.append({"family": rec["family"], "error": rec["load_error"]})
-                elif "total" in rec:
-                    missing[rec["family"]] = rec["missing_specs"]
-                    if bar is not None:
-                        bar.close()
-                    bar = _bar(rec["total"], f"gpu-static {rec['family']}") if progress else None
-                else:
-                    results.append(rec)
-                    if bar is not None:
-                        bar.update(1)
-            proc.wait(timeout=timeout_s)
-        finally:
-            if bar is not None:
-                bar.close()
-            if proc.poll() is None:
-                proc.kill()
-        if proc.returncode:
-            err.seek(0)
-            failures.append({"family": ",".join(families), "error": f"worker exit {proc.returncode}: {err.read()[-800:]}"})
-    out = {"ccs": list(ccs), "all_configs": all_configs, "families": list(families), "absent": absent,
-           "missing_specs": missing, "worker_failures": failures, "kernels": results}
+    jobs = max(1, jobs or min(2, os.cpu_count() or 1))
+    results: dict[str, list] = {f: [] for f in families}
+    absent, missing, failures = [], {}, []
+    lock = threading.Lock()
+    bar = _bar(0, "gpu-static") if progress and not list_only else None
+
+    def on_line(rec):
+        with lock:
+            if rec.get("absent"):
+                absent.append(rec["family"])
+            elif "load_error" in rec:
+                failures.append({"family": rec["family"], "error": rec["load_error"]})
+            elif "total" in rec:
+                missing[rec["family"]] = rec["missing_specs"]
+                if bar is not None:
+                    bar.total += rec["total"]
+                    bar.refresh()
+            else:
+                results[rec["family"]].append(rec)
+                if bar is not None:
+                    bar.update(1)
+
+    def worker(fam):
+        cmd = [sys.executable, "-m", "multialign.bench.gpu_static", "--worker", fam, "--cc", ",".join(map(str, ccs))]
+        if not all_configs:
+            cmd.append("--default-configs-only")
+        for k in kernels or []:
+            cmd += ["--kernel", k]
+        if list_only:
+            cmd.append("--list")
+        with tempfile.TemporaryFile(mode="w+") as err:
+            proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+            try:
+                for line in proc.stdout:
+                    if line.startswith("{"):
+                        on_line(json.loads(line))
+                proc.wait(timeout=timeout_s)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            if proc.returncode:
+                err.seek(0)
+                with lock:
+                    failures.append({"family": fam, "error": f"worker exit {proc.returncode}: {err.read()[-800:]}"})
+
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(worker, families))
+    finally:
+        if bar is not None:
+            bar.close()
+    flat = [r for f in families for r in results[f]]
+    out = {"ccs": list(ccs), "all_configs": all_configs, "families": list(families),
+           "absent": [f for f in families if f in absent], "missing_specs": missing, "worker_failures": failures,
+           "kernels": flat}
     if not list_only:
-        out["bar"] = evaluate(results, missing, failures, ccs)
+        out["bar"] = evaluate(flat, missing, failures, ccs)
     return out
 
 
@@ -404,6 +424,7 @@ def main(argv=None) -> int:
     ap.add_argument("--worker", metavar="FAMILY", help=argparse.SUPPRESS)
     ap.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     ap.add_argument("--strict", action="store_true", help="exit with status 3 when the bar is not met")
+    ap.add_argument("--jobs", type=int, help="families compiled at a time (default 2)")
     a = ap.parse_args(argv)
     ccs = [int(c) for c in a.cc.split(",")]
     if a.worker:
@@ -411,7 +432,7 @@ def main(argv=None) -> int:
         for fam in a.worker.split(","):
             _worker(fam, ccs, not a.default_configs_only, a.kernel, a.list)
         return 0
-    res = run(a.families, ccs, all_configs=not a.default_configs_only, kernels=a.kernel, list_only=a.list)
+    res = run(a.families, ccs, all_configs=not a.default_configs_only, kernels=a.kernel, list_only=a.list, jobs=a.jobs)
     if a.list:
         for r in res["kernels"]:
             print(f"{r['family']}.{r['kernel']} {r['variant']} {r['config']} sm_{r['cc']}")

@@ -290,7 +290,7 @@ def main_bench(a) -> int:
 
         fams = sorted({OP_CHOICES[o][0] for o in ops if o in OP_CHOICES}) if ops and "all" not in ops else list(FAMILIES)
         res = gpu_static.run(fams, ccs=[int(c) for c in a.cc.split(",")], all_configs=not a.default_configs_only,
-                             progress=not a.quiet)
+                             progress=not a.quiet, jobs=a.jobs)
         md = gpu_static.markdown(res)
         print(md)
         if out_dir:
@@ -371,3 +371,4 @@ def add_arguments(p) -> None:
     p.add_argument("--default-configs-only", action="store_true",
                    help="--gpu-static: only each kernel's first (default) autotune config")
     p.add_argument("--strict", action="store_true", help="--gpu-static: exit with status 3 when the bar is not met")
+    p.add_argument("--jobs", type=int, help="--gpu-static: families compiled at a time (default 2)")
