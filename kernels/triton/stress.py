@@ -4,19 +4,20 @@ Same functions and signatures as ``kernels/reference/stress.py``. One kernel, ``
 program per (BLOCK x BLOCK) tile ``(I, J)`` of the upper triangle of the N x N distance matrix
 (programs with I > J exit at once), for every problem of the batch:
 
-1. both Gram tiles ``x_I x_J^T`` (over D1) and ``y_I y_J^T`` (over D2) with ``tl.dot``, the squared row
-   norms accumulated from the same loads;
-2. squared distances ``||a||^2 + ||b||^2 - 2<a, b>``; a tile in which some valid pair has its squared
-   distance below ``THETA * (||a||^2 + ||b||^2)`` (where that form loses relative accuracy) recomputes
-   those entries from explicit differences, one feature at a time (rare);
-3. the pair sums ``R = sum (delta - d)^2``, ``T = sum delta^2``, ``Q = sum d^2``, ``E = sum (delta - d) d`` of
-   the tile's pairs ``i < j``, added with float64 atomics to one of ``SLOTS`` partial copies of the
-   problem's four scalars (summed by the launcher; a single address would serialise every program);
-4. when a gradient is wanted, the weight tile ``w = delta/d`` (y side) / ``d/delta`` (x side) -- 0 for
-   coincident points (the minimum-norm subgradient) and for the close pairs of step 2 -- and the two
-   products ``G_I += rowsum(w) v_I - w v_J``, ``G_J += colsum(w) v_J - w^T v_I`` with ``tl.dot``, added to
-   G with atomics; the close pairs add ``w (v_i - v_j)`` from explicit differences (the Gram form would
-   cancel). The weights do not depend on the stress value, so the whole backward is this one pass.
+1. for x, then for y (one space at a time: only its distance tile outlives it, which keeps the register
+   footprint down): the Gram tile ``v_I v_J^T`` with ``tl.dot`` and the squared row norms, then
+   ``||a||^2 + ||b||^2 - 2<a, b>``; a tile in which some valid pair has its squared distance below
+   ``THETA * (||a||^2 + ||b||^2)`` (where that form loses relative accuracy) recomputes those entries from
+   explicit differences, one feature at a time (rare). Pairs outside ``i < j < N`` get distance 0;
+2. the pair sums ``R = sum (delta - d)^2``, ``T = sum delta^2``, ``Q = sum d^2``, ``E = sum (delta - d) d`` of
+   the tile, added with float64 atomics to one of ``SLOTS`` partial copies of the problem's four scalars
+   (summed by the launcher; a single address would serialise every program);
+3. when a gradient is wanted, the weight tile ``w = delta/d`` (y side) / ``d/delta`` (x side) -- 0 for
+   coincident points (the minimum-norm subgradient) and for close pairs -- and the two products
+   ``G_I += rowsum(w) v_I - w v_J`` and ``G_J += colsum(w) v_J - w^T v_I`` with ``tl.dot`` (the second formed
+   transposed, ``v_I^T w``, so that w is never transposed), added to G with atomics; close pairs add
+   ``w (v_i - v_j)`` from explicit differences (the Gram form would cancel). The weights do not depend on
+   the stress value, so the whole backward is this one pass.
 
 Memory: O(N (D1 + D2)); the N x N matrices exist only as registers of one tile.
 
@@ -54,12 +55,13 @@ if _F32_DOT not in ("tf32x3", "ieee"):
 # autotune configurations (data); the interpreter runs a small fixed config so tests cross tiles
 # ---------------------------------------------------------------------------------------------------
 # BLOCK: the tile of pairs; BK: the feature chunk of the Gram products; BD: the feature chunk of the
-# gradient products. The gradient products keep w (BLOCK x BLOCK) live next to their operands, so the
-# 128-tiles use 8 warps.
+# gradient products. From the AOT report (multialign bench --gpu-static --op stress): 128-tiles need more
+# shared memory than an SM has once the gradient products are in (0 blocks/SM) and were dropped; the
+# 64-tiles run 8 warps (16 registers per BLOCK x BLOCK float32 tensor). The gradient variants still spill
+# at every config (sm_80 and sm_90: 300 B - 4 KB of stack) -- open work.
 _CONFIGS = [
-    triton.Config({"BLOCK": 64, "BK": 32, "BD": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK": 64, "BK": 32, "BD": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK": 64, "BK": 64, "BD": 64}, num_warps=8, num_stages=2),
-    triton.Config({"BLOCK": 128, "BK": 32, "BD": 32}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK": 32, "BK": 32, "BD": 32}, num_warps=4, num_stages=3),
 ]
 _INTERPRET_CONFIG = triton.Config({"BLOCK": 16, "BK": 16, "BD": 16})
@@ -109,10 +111,12 @@ def _sqdist_exact(p, sb, sn, sd, b, rows, cols, N, D, BLOCK: tl.constexpr, ACC: 
 @triton.jit
 def _grad_products(w, v, svb, svn, svd, g, sgb, sgn, sgd, b, rows, cols, N, D, BLOCK: tl.constexpr,
                    BD: tl.constexpr, ACC: tl.constexpr, IN_PREC: tl.constexpr):
-    """G[rows] += rowsum(w) V[rows] - w V[cols];  G[cols] += colsum(w) V[cols] - w^T V[rows]  (atomics)."""
+    """G[rows] += rowsum(w) V[rows] - w V[cols];  G[cols] += colsum(w) V[cols] - w^T V[rows]  (atomics).
+
+    The second product is formed transposed, ``(V[rows]^T w)`` from a transposed load of V[rows], so that w is
+    never transposed (no second BLOCK x BLOCK copy of it in registers)."""
     rs = tl.sum(w, axis=1)
     cs = tl.sum(w, axis=0)
-    wt = tl.trans(w)
     vb = v + b * svb
     gb = g + b * sgb
     rmask = rows < N
@@ -121,13 +125,17 @@ def _grad_products(w, v, svb, svn, svd, g, sgb, sgn, sgd, b, rows, cols, N, D, B
         dd = d0 + tl.arange(0, BD)
         dmask = dd < D
         m_r = rmask[:, None] & dmask[None, :]
-        m_c = cmask[:, None] & dmask[None, :]
+        m_c = dmask[:, None] & cmask[None, :]
+        v_c = tl.load(vb + cols[:, None] * svn + dd[None, :] * svd, mask=cmask[:, None] & dmask[None, :],
+                      other=0.0).to(ACC)
         v_r = tl.load(vb + rows[:, None] * svn + dd[None, :] * svd, mask=m_r, other=0.0).to(ACC)
-        v_c = tl.load(vb + cols[:, None] * svn + dd[None, :] * svd, mask=m_c, other=0.0).to(ACC)
         g_r = rs[:, None] * v_r - tl.dot(w, v_c, input_precision=IN_PREC)
-        g_c = cs[:, None] * v_c - tl.dot(wt, v_r, input_precision=IN_PREC)
         tl.atomic_add(gb + rows[:, None] * sgn + dd[None, :] * sgd, g_r, mask=m_r, sem="relaxed")
-        tl.atomic_add(gb + cols[:, None] * sgn + dd[None, :] * sgd, g_c, mask=m_c, sem="relaxed")
+        vt_r = tl.load(vb + rows[None, :] * svn + dd[:, None] * svd, mask=dmask[:, None] & rmask[None, :],
+                       other=0.0).to(ACC)
+        vt_c = tl.load(vb + cols[None, :] * svn + dd[:, None] * svd, mask=m_c, other=0.0).to(ACC)
+        gt_c = cs[None, :] * vt_c - tl.dot(vt_r, w, input_precision=IN_PREC)          # (BD, BLOCK)
+        tl.atomic_add(gb + cols[None, :] * sgn + dd[:, None] * sgd, gt_c, mask=m_c, sem="relaxed")
 
 
 @triton.jit
@@ -143,6 +151,51 @@ def _grad_exact(w, v, svb, svn, svd, g, sgb, sgn, sgd, b, rows, cols, N, D, ACC:
         t = w * (a[:, None] - c[None, :])
         tl.atomic_add(gb + rows * sgn + k * sgd, tl.sum(t, axis=1), mask=rmask, sem="relaxed")
         tl.atomic_add(gb + cols * sgn + k * sgd, -tl.sum(t, axis=0), mask=cmask, sem="relaxed")
+
+
+@triton.jit
+def _sq_norms(p, sb, sn, sd, b, idx, N, D, BLOCK: tl.constexpr, BK: tl.constexpr, ACC: tl.constexpr):
+    """||v_i||^2 for i in idx (a BLOCK vector)."""
+    out = tl.zeros((BLOCK,), dtype=ACC)
+    base = p + b * sb
+    for k0 in range(0, D, BK):
+        kk = k0 + tl.arange(0, BK)
+        a = tl.load(base + idx[:, None] * sn + kk[None, :] * sd, mask=(idx[:, None] < N) & (kk[None, :] < D),
+                    other=0.0).to(ACC)
+        out += tl.sum(a * a, axis=1)
+    return out
+
+
+@triton.jit
+def _distances(p, sb, sn, sd, b, rows, cols, valid, N, D, theta, BLOCK: tl.constexpr, BK: tl.constexpr,
+               ACC: tl.constexpr, IN_PREC: tl.constexpr):
+    """Distances ||v_i - v_j|| of the tile (0 where not ``valid``): the Gram form, and explicit differences
+    where it cannot resolve the pair (squared distance below THETA (||v_i||^2 + ||v_j||^2))."""
+    gram, ni, nj = _gram_tile(p, sb, sn, sd, b, rows, cols, N, D, BLOCK, BK, ACC, IN_PREC)
+    s = ni[:, None] + nj[None, :]
+    d2 = s - 2.0 * gram
+    close = valid & (d2 < theta * s)
+    if tl.max(close.to(tl.int32)) > 0:      # rare: close pairs, from explicit differences
+        d2 = tl.where(close, _sqdist_exact(p, sb, sn, sd, b, rows, cols, N, D, BLOCK, ACC), d2)
+    return tl.where(valid, tl.sqrt(tl.maximum(d2, 0.0)), 0.0)
+
+
+@triton.jit
+def _grad_side(num, den, v, svb, svn, svd, g, sgb, sgn, sgd, b, rows, cols, N, D, theta, d_tiny,
+               BLOCK: tl.constexpr, BD: tl.constexpr, ACC: tl.constexpr, IN_PREC: tl.constexpr):
+    """G += the weighted differences of one space, w = num / den (0 where den <= d_tiny: coincident points,
+    and invalid pairs, whose den is 0). Close pairs (den^2 < THETA (||v_i||^2 + ||v_j||^2)) take the
+    explicit-difference path, the others the tile products. Which path a pair takes only moves accuracy;
+    the test is recomputed here from the norms instead of being kept from the distance pass (registers)."""
+    ok = den > d_tiny
+    w = tl.where(ok, num / tl.where(ok, den, 1.0), 0.0)
+    ni = _sq_norms(v, svb, svn, svd, b, rows, N, D, BLOCK, BD, ACC)
+    nj = _sq_norms(v, svb, svn, svd, b, cols, N, D, BLOCK, BD, ACC)
+    close = ok & (den * den < theta * (ni[:, None] + nj[None, :]))
+    _grad_products(tl.where(close, 0.0, w), v, svb, svn, svd, g, sgb, sgn, sgd, b, rows, cols, N, D, BLOCK, BD,
+                   ACC, IN_PREC)
+    if tl.max(close.to(tl.int32)) > 0:
+        _grad_exact(tl.where(close, w, 0.0), v, svb, svn, svd, g, sgb, sgn, sgd, b, rows, cols, N, D, ACC)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,43 +215,22 @@ def _stress_kernel(x, sxb, sxn, sxd, y, syb, syn, syd, sums, gx, sgxb, sgxn, sgx
     cols = tj.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = (rows[:, None] < cols[None, :]) & (cols[None, :] < N)      # pairs i < j < N
 
-    gxx, nxi, nxj = _gram_tile(x, sxb, sxn, sxd, b, rows, cols, N, D1, BLOCK, BK, ACC, IN_PREC)
-    gyy, nyi, nyj = _gram_tile(y, syb, syn, syd, b, rows, cols, N, D2, BLOCK, BK, ACC, IN_PREC)
-    sx = nxi[:, None] + nxj[None, :]
-    sy = nyi[:, None] + nyj[None, :]
-    d2x = sx - 2.0 * gxx
-    d2y = sy - 2.0 * gyy
-    fx = valid & (d2x < theta * sx)
-    fy = valid & (d2y < theta * sy)
-    if tl.max((fx | fy).to(tl.int32)) > 0:      # rare: close pairs, from explicit differences
-        if tl.max(fx.to(tl.int32)) > 0:
-            d2x = tl.where(fx, _sqdist_exact(x, sxb, sxn, sxd, b, rows, cols, N, D1, BLOCK, ACC), d2x)
-        if tl.max(fy.to(tl.int32)) > 0:
-            d2y = tl.where(fy, _sqdist_exact(y, syb, syn, syd, b, rows, cols, N, D2, BLOCK, ACC), d2y)
-    dl = tl.sqrt(tl.maximum(d2x, 0.0))
-    dd = tl.sqrt(tl.maximum(d2y, 0.0))
+    # one space at a time, so that only its distances outlive it (register pressure); invalid pairs get 0
+    dl = _distances(x, sxb, sxn, sxd, b, rows, cols, valid, N, D1, theta, BLOCK, BK, ACC, IN_PREC)
+    dd = _distances(y, syb, syn, syd, b, rows, cols, valid, N, D2, theta, BLOCK, BK, ACC, IN_PREC)
     e = dl - dd
-    zero = tl.zeros((BLOCK, BLOCK), dtype=ACC)
     sb = sums + (b * SLOTS + ti % SLOTS) * 4      # SLOTS partial sums per problem: no single hot address
-    tl.atomic_add(sb + 0, tl.sum(tl.sum(tl.where(valid, e * e, zero), axis=1), axis=0).to(tl.float64), sem="relaxed")
-    tl.atomic_add(sb + 1, tl.sum(tl.sum(tl.where(valid, dl * dl, zero), axis=1), axis=0).to(tl.float64), sem="relaxed")
-    tl.atomic_add(sb + 2, tl.sum(tl.sum(tl.where(valid, dd * dd, zero), axis=1), axis=0).to(tl.float64), sem="relaxed")
-    tl.atomic_add(sb + 3, tl.sum(tl.sum(tl.where(valid, e * dd, zero), axis=1), axis=0).to(tl.float64), sem="relaxed")
+    tl.atomic_add(sb + 0, tl.sum(tl.sum(e * e, axis=1), axis=0).to(tl.float64), sem="relaxed")
+    tl.atomic_add(sb + 1, tl.sum(tl.sum(dl * dl, axis=1), axis=0).to(tl.float64), sem="relaxed")
+    tl.atomic_add(sb + 2, tl.sum(tl.sum(dd * dd, axis=1), axis=0).to(tl.float64), sem="relaxed")
+    tl.atomic_add(sb + 3, tl.sum(tl.sum(e * dd, axis=1), axis=0).to(tl.float64), sem="relaxed")
 
     if NEED_GY:
-        ok = valid & (dd > d_tiny)
-        r = tl.where(ok, dl / tl.where(ok, dd, 1.0), zero)
-        _grad_products(tl.where(fy, zero, r), y, syb, syn, syd, gy, sgyb, sgyn, sgyd, b, rows, cols, N, D2,
-                       BLOCK, BD, ACC, IN_PREC)
-        if tl.max((fy & ok).to(tl.int32)) > 0:
-            _grad_exact(tl.where(fy, r, zero), y, syb, syn, syd, gy, sgyb, sgyn, sgyd, b, rows, cols, N, D2, ACC)
+        _grad_side(dl, dd, y, syb, syn, syd, gy, sgyb, sgyn, sgyd, b, rows, cols, N, D2, theta, d_tiny,
+                   BLOCK, BD, ACC, IN_PREC)
     if NEED_GX:
-        ok = valid & (dl > d_tiny)
-        r = tl.where(ok, dd / tl.where(ok, dl, 1.0), zero)
-        _grad_products(tl.where(fx, zero, r), x, sxb, sxn, sxd, gx, sgxb, sgxn, sgxd, b, rows, cols, N, D1,
-                       BLOCK, BD, ACC, IN_PREC)
-        if tl.max((fx & ok).to(tl.int32)) > 0:
-            _grad_exact(tl.where(fx, r, zero), x, sxb, sxn, sxd, gx, sgxb, sgxn, sgxd, b, rows, cols, N, D1, ACC)
+        _grad_side(dd, dl, x, sxb, sxn, sxd, gx, sgxb, sgxn, sgxd, b, rows, cols, N, D1, theta, d_tiny,
+                   BLOCK, BD, ACC, IN_PREC)
 
 
 _stress_tuned = autotune(_CONFIGS, key=["N", "D1", "D2", "NEED_GX", "NEED_GY"],
