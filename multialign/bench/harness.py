@@ -127,7 +127,10 @@ def _infer_tiers(cases: list[Case]) -> None:
 def find_case(family: str, case_key: str) -> Case:
     from .cases import op_only_cases
 
-    for c in load_cases(family) + op_only_cases(family):
+    for c in load_cases(family):
+        if c.key == case_key:
+            return c
+    for c in op_only_cases(family):     # only when needed: it imports every op's workload
         if c.key == case_key:
             return c
     raise KeyError(f"no case {case_key!r} in family {family!r}")

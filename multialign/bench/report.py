@@ -457,7 +457,8 @@ REGENERATE = """\
 make bench-docs     # all of the below, ~20 min on 2 cores; run it on a quiet machine (`uptime`)
 multialign bench --gpu-static --out docs/bench-results                           # static GPU report (JSON, md)
 for op in gram mmd sinkhorn stress spd; do                                       # CPU figures, one op at a time
-  multialign bench --op $op --compare --peer-sizes small,medium --reps 5 --budget 2 --merge --out docs/bench-results
+  multialign bench --op $op --compare --sizes medium,large --peer-cases-only --tuned-malloc peers \\
+      --reps 3 --budget 1 --merge --out docs/bench-results      # (sinkhorn: also --peer-sizes medium)
 done
 multialign bench --render docs/bench-results --doc docs/benchmarks.md           # tables, plots, this page
 ```"""

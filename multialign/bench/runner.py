@@ -35,19 +35,21 @@ OP_CHOICES = {
 TIER_NAMES = ("small", "medium", "large")
 
 
-def all_cases(family: str) -> list[Case]:
-    return load_cases(family) + op_only_cases(family)
+def all_cases(family: str, op_only: bool = True) -> list[Case]:
+    return load_cases(family) + (op_only_cases(family) if op_only else [])
 
 
-def select(ops: list[str], sizes: list[str] | None = None, case_filter: list[str] | None = None) -> list[tuple[str, Case]]:
-    """(family, case) pairs for the --op choices, filtered by --sizes (tiers, size labels or values of N)."""
+def select(ops: list[str], sizes: list[str] | None = None, case_filter: list[str] | None = None,
+           op_only: bool = True) -> list[tuple[str, Case]]:
+    """(family, case) pairs for the --op choices, filtered by --sizes (tiers, size labels or values of N);
+    ``op_only=False`` leaves out the op-only cases (ops without a peer case: multialign against its reference)."""
     chosen = list(OP_CHOICES) if "all" in ops else ops
     out = []
     for name in chosen:
         if name not in OP_CHOICES:
             raise SystemExit(f"multialign bench: --op must be one of {sorted(OP_CHOICES) + ['all']}, got {name!r}")
         fam, pred = OP_CHOICES[name]
-        for case in all_cases(fam):
+        for case in all_cases(fam, op_only):
             if not pred(case.op):
                 continue
             if sizes and not _size_matches(case, sizes):
@@ -304,7 +306,7 @@ def main_bench(a) -> int:
     if ops:
         device = a.device if a.device != "auto" else ("cuda" if _has_cuda() else "cpu")
         sizes = [s for tok in (a.sizes or []) for s in tok.split(",") if s]
-        selection = select(ops, sizes or None, a.case)
+        selection = select(ops, sizes or None, a.case, op_only=not a.peer_cases_only)
         if not selection:
             print("multialign bench: nothing selected (check --op / --sizes / --case)", file=sys.stderr)
             return 2
@@ -346,6 +348,9 @@ def add_arguments(p) -> None:
     p.add_argument("--peer-sizes", action="append", metavar="TIER[,TIER...]",
                    help="with --compare: time the peers only at these tiers (e.g. small,medium); larger cases get "
                         "multialign's rows only (default: every selected size)")
+    p.add_argument("--peer-cases-only", action="store_true",
+                   help="leave out the op-only cases (ops without a peer case, timed against multialign's own "
+                        "PyTorch reference; asv tracks them)")
     p.add_argument("--providers", help="comma-separated provider names to run (default: all)")
     p.add_argument("--out", metavar="DIR", help="write results.json/.csv/.md and plots/ here")
     p.add_argument("--doc", metavar="FILE", help="also write the full report page (e.g. docs/benchmarks.md)")
