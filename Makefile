@@ -55,21 +55,21 @@ bench-compare: $(VENV)/.bench-installed
 	$(VENV)/bin/multialign bench --op all --compare --out bench-results
 
 # Regenerates docs/benchmarks.md and docs/bench-results/ (JSON, CSV, Markdown, plots): the static GPU report
-# (every Triton kernel at every autotune config, sm_80 and sm_90), then the CPU peer comparison of each op at
-# the sizes of the kernel issues (medium and large tiers; the Sinkhorn peers only at the medium sizes: at
-# N = 16384 they need 4-8 GB and minutes), merged into one report, then the page. About 20 minutes on the
-# 2-core development VM: run it on a quiet machine. BENCH_LOCK prefixes each step (e.g. "flock /tmp/x.lock");
-# BENCH_DOCS_OPS="sinkhorn" BENCH_DOCS_KEEP=1 re-times one op and keeps the others' figures.
-BENCH_DOCS_OPS  ?= gram mmd sinkhorn stress spd
-BENCH_DOCS_ARGS ?= --compare --sizes medium,large --peer-cases-only --tuned-malloc peers --reps 3 --budget 1
+# (every Triton kernel at every autotune config, sm_80 and sm_90), then the CPU comparison of exactly what the
+# kernel issues' performance bars compare (`--bars`: their sizes and peers; multialign alone at the large sizes
+# where eager peers run out of memory), one op at a time merged into one report, then the page. About 20 minutes
+# on the 2-core development VM: run it on a quiet machine. BENCH_LOCK prefixes each step (e.g. "flock x.lock");
+# BENCH_DOCS_OPS=spd BENCH_DOCS_KEEP=1 re-times one op and keeps the others' figures; BENCH_DOCS_ARGS="--compare
+# --sizes medium,large --peer-cases-only --tuned-malloc peers" is the broad (~1 h) comparison of every peer case.
+BENCH_DOCS_OPS  ?= spd stress sinkhorn gram mmd
+BENCH_DOCS_ARGS ?= --compare --bars --tuned-malloc peers --reps 3 --budget 1
 BENCH_DOCS_KEEP ?=
 BENCH_LOCK      ?=
 bench-docs: $(VENV)/.bench-installed
 	test -n "$(BENCH_DOCS_KEEP)" || rm -f docs/bench-results/results.json
 	$(BENCH_LOCK) $(VENV)/bin/multialign bench --gpu-static --out docs/bench-results > /dev/null
 	for op in $(BENCH_DOCS_OPS); do \
-	  if [ $$op = sinkhorn ]; then peers="--peer-sizes medium"; else peers=""; fi; \
-	  $(BENCH_LOCK) $(VENV)/bin/multialign bench --op $$op $(BENCH_DOCS_ARGS) $$peers --merge --no-plots \
+	  $(BENCH_LOCK) $(VENV)/bin/multialign bench --op $$op $(BENCH_DOCS_ARGS) --merge --no-plots \
 	    --out docs/bench-results > /dev/null || exit 1; \
 	done
 	$(VENV)/bin/multialign bench --render docs/bench-results --doc docs/benchmarks.md

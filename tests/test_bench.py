@@ -146,6 +146,28 @@ def test_issue_bars_are_evaluated_from_the_rows():
     assert "| #2 |" in "\n".join(report.bars_table(rows))
 
 
+def test_every_issue_bar_names_an_existing_case_and_providers():
+    """A renamed case or provider would silently turn a bar into "not measured"."""
+    cases = {c.key: c for fam in FAMILIES for c in load_cases(fam)}
+    for b in report.BARS:
+        assert b.case in cases, f"bar {b.what!r}: no case {b.case!r} (renamed? update report.BARS)"
+        for p in (b.ours or ()) + (b.peers or ()):
+            assert p in cases[b.case].providers, f"bar {b.what!r}: {b.case} has no provider {p!r}"
+
+
+def test_bars_select_exactly_the_compared_cases_and_providers():
+    """`multialign bench --bars` (what make bench-docs times): every case a bar names, only the providers it compares."""
+    from multialign.bench.runner import bar_selection, select
+
+    sel = {c.key: c for _, c in bar_selection(select(["gram", "mmd"]))}
+    assert set(sel) == {"gram[4096x64]", "gram_fwd_bwd[4096x64]", "mmd2[16384x64]", "gram_matvec[16384x64,C=1]",
+                        "mmd2[131072x64]"}
+    assert set(sel["mmd2[16384x64]"].providers) == {"multialign-numba", "multialign-triton", "keops-lazytensor",
+                                                    "torch-dense-inplace"}
+    assert set(sel["mmd2[131072x64]"].providers) == {"multialign-numba", "multialign-triton"}
+    assert "sklearn-rbf_kernel" in sel["gram[4096x64]"].providers          # "the best peer": every peer
+
+
 def test_cli_parses_bench_options():
     from multialign.cli import build_parser
 

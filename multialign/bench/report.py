@@ -331,11 +331,25 @@ BARS: list[Bar] = [
         ours=("multialign-numba-scaling",), peers=("pot-sinkhorn-plain",), min_ratio=1 / 1.5),
     Bar(3, "sinkhorn batched 256 × 256×256, D = 16: ≥ 10× POT ot.batch", "sinkhorn_batched[256x256x256x16,100it]",
         peers=("pot-ot.batch-log", "pot-sinkhorn_log-loop"), min_ratio=10.0),
-    Bar(4, "stress fwd+bwd 4096: ≥ 3× torch eager, ≤ 1.5× the floor", "stress_fwd_bwd[4096x512->64]",
+    Bar(4, "stress fwd+bwd 4096: ≥ 3× torch eager, ≤ 1.5× the floor", "stress_fwd_bwd[4096x512x64]",
         peers=("torch-eager-cdist-autograd",), min_ratio=3.0, max_x_floor=1.5),
-    Bar(4, "stress fwd+bwd N = 65536: runs, peak < 64 MB", "stress_fwd_bwd[65536x512->64]", max_peak_mb=64),
+    Bar(4, "stress fwd+bwd N = 65536: runs, peak < 64 MB", "stress_fwd_bwd[65536x512x64]", max_peak_mb=64),
     *_spd_bars(),
 ]
+
+
+def bar_providers(case, bars: list[Bar] = BARS) -> set[str] | None:
+    """The providers of ``case`` (a harness Case) that its bars compare, or None when no bar names the case:
+    the named ones, or every multialign provider / every peer where a bar says "the fastest"."""
+    mine = [b for b in bars if b.case == case.key]
+    if not mine:
+        return None
+    names = set()
+    for b in mine:
+        names |= set(b.ours) if b.ours else {p for p in case.providers if p.startswith("multialign")}
+        if b.min_ratio is not None:
+            names |= set(b.peers) if b.peers else {p for p in case.providers if not p.startswith("multialign")}
+    return {p for p in names if p in case.providers}
 
 
 def bar_rows(rows_: list[dict], bars: list[Bar] = BARS) -> list[dict]:
@@ -456,9 +470,8 @@ REGENERATE = """\
 ```bash
 make bench-docs     # all of the below, ~20 min on 2 cores; run it on a quiet machine (`uptime`)
 multialign bench --gpu-static --out docs/bench-results                           # static GPU report (JSON, md)
-for op in gram mmd sinkhorn stress spd; do                                       # CPU figures, one op at a time
-  multialign bench --op $op --compare --sizes medium,large --peer-cases-only --tuned-malloc peers \\
-      --reps 3 --budget 1 --merge --out docs/bench-results      # (sinkhorn: also --peer-sizes medium)
+for op in spd stress sinkhorn gram mmd; do                                       # what the issues' bars compare
+  multialign bench --op $op --compare --bars --tuned-malloc peers --reps 3 --budget 1 --merge --out docs/bench-results
 done
 multialign bench --render docs/bench-results --doc docs/benchmarks.md           # tables, plots, this page
 ```"""

@@ -60,6 +60,20 @@ def select(ops: list[str], sizes: list[str] | None = None, case_filter: list[str
     return out
 
 
+def bar_selection(selection: list[tuple[str, Case]]) -> list[tuple[str, Case]]:
+    """Only the cases named by the kernel issues' bars (``report.BARS``), each with only the providers its
+    bars compare (``--bars``: the shortest run that checks every bar)."""
+    import dataclasses
+
+    out = []
+    for fam, case in selection:
+        keep = report.bar_providers(case)
+        if keep:
+            out.append((fam, dataclasses.replace(case, providers={p: f for p, f in case.providers.items()
+                                                                   if p in keep})))
+    return out
+
+
 def _size_matches(case: Case, sizes: list[str]) -> bool:
     for tok in sizes:
         if tok == case.tier or tok == case.size or tok == str(case.params.get("N")):
@@ -306,7 +320,9 @@ def main_bench(a) -> int:
     if ops:
         device = a.device if a.device != "auto" else ("cuda" if _has_cuda() else "cpu")
         sizes = [s for tok in (a.sizes or []) for s in tok.split(",") if s]
-        selection = select(ops, sizes or None, a.case, op_only=not a.peer_cases_only)
+        selection = select(ops, sizes or None, a.case, op_only=not a.peer_cases_only and not a.bars)
+        if a.bars:
+            selection = bar_selection(selection)
         if not selection:
             print("multialign bench: nothing selected (check --op / --sizes / --case)", file=sys.stderr)
             return 2
@@ -348,6 +364,9 @@ def add_arguments(p) -> None:
     p.add_argument("--peer-sizes", action="append", metavar="TIER[,TIER...]",
                    help="with --compare: time the peers only at these tiers (e.g. small,medium); larger cases get "
                         "multialign's rows only (default: every selected size)")
+    p.add_argument("--bars", action="store_true",
+                   help="only the cases and providers that the kernel issues' performance bars compare (the "
+                        "shortest run that checks every bar; what `make bench-docs` times)")
     p.add_argument("--peer-cases-only", action="store_true",
                    help="leave out the op-only cases (ops without a peer case, timed against multialign's own "
                         "PyTorch reference; asv tracks them)")
