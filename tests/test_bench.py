@@ -168,6 +168,21 @@ def test_bars_select_exactly_the_compared_cases_and_providers():
     assert "sklearn-rbf_kernel" in sel["gram[4096x64]"].providers          # "the best peer": every peer
 
 
+def test_merge_replaces_the_rerun_cases_and_keeps_the_others():
+    from multialign.bench.runner import merge
+
+    old, new = _doc(), _doc()
+    old.update(started="2026-01-01T10:00", finished="2026-01-01T10:10", command="a")
+    new.update(started="2026-01-01T11:00", finished="2026-01-01T11:10", command="b", cases=new["cases"][:1],
+               records=[dict(r, median_s=1.0) for r in new["records"] if r["case"] == "mmd2[4x4]"])
+    m = merge(old, new)
+    assert {c["case"] for c in m["cases"]} == {"mmd2[4x4]", "mmd2[8x4]"}
+    assert all(r["median_s"] == 1.0 for r in m["records"] if r["case"] == "mmd2[4x4]" and "median_s" in r)
+    assert any(r["case"] == "mmd2[8x4]" for r in m["records"])
+    assert [r["command"] for r in m["runs"]] == ["a", "b"] and m["started"] == "2026-01-01T10:00"
+    assert "merged from 2 runs" in report.markdown(m, report.rows(m), [], ".")
+
+
 def test_cli_parses_bench_options():
     from multialign.cli import build_parser
 
