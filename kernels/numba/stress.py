@@ -12,7 +12,8 @@ How it works, and why it is fast:
   4 x 16 register tiles (the ``panel_dot`` scheme), turns them into distances while they are in
   registers and reduces them to the four pair sums. Half the pairs of a full N x N sweep, no N x N buffer.
 * **Gradients in the same pass.** The weights ``delta/d`` and ``d/delta`` do not depend on the stress
-  value, so when a gradient is wanted a task also stores its SB x SB weight tile ``w`` (and ``w^T``);
+  value, so when a gradient is wanted a task also stores its SB x SB weight tile ``w`` (only ``w``: the
+  ``w^T`` product reads it transposed, four adjacent values per step, so no scattered transposed store);
   a second parallel loop of the round then runs the products ``G_I += rowsum(w) v_I - w v_J`` and
   ``G_J += colsum(w) v_J - w^T v_I`` as the same register tiles (K = SB) against feature panels of
   ``v``. A separate backward pass would recompute every distance tile (another Gram sweep); this way
@@ -21,7 +22,7 @@ How it works, and why it is fast:
 * **Race-free without atomics or per-thread copies of G.** Tasks run in rounds of a round-robin
   tournament (the circle method): within a round every block appears in exactly one pair, so the
   gradient rows a task touches belong to it alone. A round's tasks run in chunks of ``WT_TASKS`` per
-  thread, and the weight tiles of one chunk (64 KB each in float32: ~2 MB per thread, independent of N)
+  thread, and the weight tiles of one chunk (64 KB each in float32: ~1 MB per thread and space, independent of N)
   are all that is ever stored. The pair sums are stored per task and added in a fixed order: results
   do not depend on the number of threads.
 * **x is never copied** (it is the big input: 128 MB at N = 65536, D1 = 512): the row operand of a
@@ -110,8 +111,27 @@ def _tile_dot_w(WT, s, t, a0, Bp, bp, p, acc):
 
 
 @njit(inline="always")
-def _grad_side(WT, s, t, V, b, orow, ocol, nrow, ncol, G, VF, th, rs, acc):
-    """``G[b, orow + a] += rs[a] V[b, orow + a] - sum_c WT[s, t, a, c] V[b, ocol + c]`` for a < nrow.
+def _tile_dot_wt(WT, s, t, a0, Bp, bp, p, acc):
+    """``acc[r, l] = sum_k WT[s, t, k, a0 + r] * Bp[bp, p, k, l]``: ``_tile_dot_w`` on the transposed tile
+    (its four A values of step k are adjacent in row k: no transposed copy of the tile is needed)."""
+    acc[:] = 0
+    for k in range(WT.shape[2]):
+        a_0 = WT[s, t, k, a0]
+        a_1 = WT[s, t, k, a0 + 1]
+        a_2 = WT[s, t, k, a0 + 2]
+        a_3 = WT[s, t, k, a0 + 3]
+        for l in range(W):
+            v = Bp[bp, p, k, l]
+            acc[0, l] += a_0 * v
+            acc[1, l] += a_1 * v
+            acc[2, l] += a_2 * v
+            acc[3, l] += a_3 * v
+
+
+@njit(inline="always")
+def _grad_side(WT, s, t, trans, V, b, orow, ocol, nrow, ncol, G, VF, th, rs, acc):
+    """``G[b, orow + a] += rs[a] V[b, orow + a] - sum_c A[a, c] V[b, ocol + c]`` for a < nrow, with
+    ``A = WT[s, t]`` (or its transpose when ``trans``).
 
     The rows ocol.. of V are packed into feature panels ``VF[th, dq, c, l] = V[b, ocol + c, dq W + l]``
     (zero past ncol and D) so that the product is exactly ``_tile_dot`` (K = SB)."""
@@ -128,7 +148,10 @@ def _grad_side(WT, s, t, V, b, orow, ocol, nrow, ncol, G, VF, th, rs, acc):
         d0 = dq * W
         wd = min(W, D - d0)
         for a0 in range(0, nrow, R):
-            _tile_dot_w(WT, s, t, a0, VF, th, dq, acc)
+            if trans:
+                _tile_dot_wt(WT, s, t, a0, VF, th, dq, acc)
+            else:
+                _tile_dot_w(WT, s, t, a0, VF, th, dq, acc)
             for r in range(min(R, nrow - a0)):
                 i = orow + a0 + r
                 rsv = rs[a0 + r]
@@ -328,7 +351,6 @@ def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny
                                 keep = (mk[r, l] != zero) & (dy > d_tiny) & ((fl[r, l] & 2) == 0)
                                 w = dl[r, l] / dy if keep else zero
                                 WT[wy, tt, a0 + r, q * W + l] = w
-                                WT[wy + 1, tt, q * W + l, a0 + r] = w
                     if wx >= 0:
                         for r in range(R):
                             for l in range(W):
@@ -336,7 +358,6 @@ def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny
                                 keep = (mk[r, l] != zero) & (dx > d_tiny) & ((fl[r, l] & 1) == 0)
                                 w = dd[r, l] / dx if keep else zero
                                 WT[wx, tt, a0 + r, q * W + l] = w
-                                WT[wx + 1, tt, q * W + l, a0 + r] = w
             for e in range(4):
                 s = 0.0
                 for l in range(W):
@@ -367,16 +388,22 @@ def _stress_rounds(x, y, YP, XPbuf, use_global, nx, ny, N, wx, wy, theta, d_tiny
                     ocol = (J if side == 0 else I) * SB
                     nrow = min(SB, N - orow)
                     ncol = min(SB, N - ocol)
-                    # row sums of the A operand = column sums of the other orientation (vectorised)
-                    for c in range(SB):
-                        cs[c] = 0
-                    for a in range(SB):
-                        for c in range(SB):
-                            cs[c] += WT[ws + 1 - side, tt, a, c]
-                    if sp == 0:
-                        _grad_side(WT, ws + side, tt, x, b, orow, ocol, nrow, ncol, gx, VF, th, cs, acc)
+                    # row sums of the A operand: of w (side 0, in W lanes) or of w^T = column sums of w
+                    if side == 0:
+                        for a in range(SB):
+                            cs[a] = 0
+                            for c in range(SB):
+                                cs[a] += WT[ws, tt, a, c]
                     else:
-                        _grad_side(WT, ws + side, tt, y, b, orow, ocol, nrow, ncol, gy, VF, th, cs, acc)
+                        for c in range(SB):
+                            cs[c] = 0
+                        for a in range(SB):
+                            for c in range(SB):
+                                cs[c] += WT[ws, tt, a, c]
+                    if sp == 0:
+                        _grad_side(WT, ws, tt, side == 1, x, b, orow, ocol, nrow, ncol, gx, VF, th, cs, acc)
+                    else:
+                        _grad_side(WT, ws, tt, side == 1, y, b, orow, ocol, nrow, ncol, gy, VF, th, cs, acc)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -418,8 +445,8 @@ def stress_forward(x: torch.Tensor, y: torch.Tensor, need_gx: bool = False, need
     gx = _alloc.empty((B, N, D1) if need_gx else (1, 1, 1), dtype=dt, device=x.device)
     gyp = torch.empty((B, Np, D2p) if need_gy else (1, 1, 1), dtype=dt)
     wx = 0 if need_gx else -1
-    wy = 2 * int(need_gx) if need_gy else -1
-    nslots = 2 * (int(need_gx) + int(need_gy))      # [w, w^T] per space with a gradient
+    wy = int(need_gx) if need_gy else -1
+    nslots = int(need_gx) + int(need_gy)            # one weight tile per space with a gradient
     ch = min(B * half, WT_TASKS * numba.get_num_threads()) if nslots else B * half
     WT = np.empty((nslots, ch, SB, SB) if nslots else (1, 1, 1, 1), dtype=npdt)
     dmax = max(D1 if need_gx else 1, D2p if need_gy else 1)
