@@ -205,7 +205,7 @@ def _pot_batch(p):
     a, b = torch.full((B, n), 1.0 / n), torch.full((B, m), 1.0 / m)
 
     def fn():
-        res = solve_batch(C, EPS, a, b, max_iter=p["iters"], tol=0.0, method="log_sinkhorn", reg_type="KL",
+        res = solve_batch(C, EPS, a, b, max_iter=p["iters"], tol=0.0, method="log_sinkhorn", reg_type="kl",
                           grad="detach")
         return res.value
     del ot
