@@ -151,32 +151,34 @@ def tql2_group(Zt, d, e, max_iter):
     n = Zt.shape[0]
     L = LANES
     dt = Zt.dtype.type
-    st = np.empty((NSTATE, LANES), Zt.dtype)
-    CR = np.empty((n, LANES), Zt.dtype)      # rotations of one QL iteration, applied to Zt afterwards
-    SR = np.empty((n, LANES), Zt.dtype)
-    carry = np.empty(LANES, Zt.dtype)
+    # lane state, d and e as flat arrays indexed ``row * LANES + l`` (LANES a compile-time constant): the
+    # rows of one array are then at constant distances, which lets LLVM vectorise the lane loops with
+    # three run-time alias checks (W, d, e) instead of giving up
+    W = np.empty(NSTATE * LANES, Zt.dtype)
+    d1 = d.reshape(n * LANES)
+    e1 = e.reshape(n * LANES)
     zero, one, two = dt(0), dt(1), dt(2)
     eps = dt(np.finfo(Zt.dtype).eps)
     for i in range(1, n):
         for l in range(L):
-            e[i - 1, l] = e[i, l]
+            e1[(i - 1) * LANES + l] = e1[(i) * LANES + l]
     for l in range(L):
-        e[n - 1, l] = zero
-        st[_FSH, l] = zero
-        st[_TST, l] = zero
+        e1[(n - 1) * LANES + l] = zero
+        W[_FSH * LANES + l] = zero
+        W[_TST * LANES + l] = zero
     iters = 0
     for l0 in range(n):
         nact = 0
         mmax = l0
         for l in range(L):
-            t = abs(d[l0, l]) + abs(e[l0, l])
-            tst = t if t > st[_TST, l] else st[_TST, l]
-            st[_TST, l] = tst
+            t = abs(d1[(l0) * LANES + l]) + abs(e1[(l0) * LANES + l])
+            tst = t if t > W[_TST * LANES + l] else W[_TST * LANES + l]
+            W[_TST * LANES + l] = tst
             m = l0
-            while m < n - 1 and not (abs(e[m, l]) <= eps * tst):
+            while m < n - 1 and not (abs(e1[(m) * LANES + l]) <= eps * tst):
                 m += 1
-            st[_M, l] = dt(m)
-            st[_ACT, l] = one if m > l0 else zero
+            W[_M * LANES + l] = dt(m)
+            W[_ACT * LANES + l] = one if m > l0 else zero
             nact += 1 if m > l0 else 0
             mmax = m if (m > mmax and m > l0) else mmax
         it = 0
@@ -185,41 +187,41 @@ def tql2_group(Zt, d, e, max_iter):
             iters += 1
             # shift from the leading 2x2 block
             for l in range(L):
-                a = st[_ACT, l] != zero
-                gl = d[l0, l]
-                el = e[l0, l]
-                pp = (d[l0 + 1, l] - gl) / (two * el)
+                a = W[_ACT * LANES + l] != zero
+                gl = d1[(l0) * LANES + l]
+                el = e1[(l0) * LANES + l]
+                pp = (d1[(l0 + 1) * LANES + l] - gl) / (two * el)
                 r = np.sqrt(pp * pp + one)
                 r = -r if pp < zero else r
                 dl = el / (pp + r)
                 dn = el * (pp + r)
                 hs = gl - dl
-                d[l0, l] = dl if a else d[l0, l]
-                d[l0 + 1, l] = dn if a else d[l0 + 1, l]
-                st[_DL1, l] = dn
+                d1[(l0) * LANES + l] = dl if a else d1[(l0) * LANES + l]
+                d1[(l0 + 1) * LANES + l] = dn if a else d1[(l0 + 1) * LANES + l]
+                W[_DL1 * LANES + l] = dn
                 hs = hs if a else zero
-                st[_FSH, l] += hs
-                st[_P, l] = hs  # the shift, applied below
+                W[_FSH * LANES + l] += hs
+                W[_P * LANES + l] = hs  # the shift, applied below
             for i in range(l0 + 2, n):
                 for l in range(L):
-                    d[i, l] -= st[_P, l]
+                    d1[(i) * LANES + l] -= W[_P * LANES + l]
             for l in range(L):
-                st[_P, l] = d[int(st[_M, l]), l] if st[_ACT, l] != zero else zero
-                st[_C, l] = one
-                st[_C2, l] = one
-                st[_C3, l] = one
-                st[_S, l] = zero
-                st[_S2, l] = zero
-                st[_EL1, l] = e[l0 + 1, l]
+                W[_P * LANES + l] = d1[int(W[_M * LANES + l]) * LANES + l] if W[_ACT * LANES + l] != zero else zero
+                W[_C * LANES + l] = one
+                W[_C2 * LANES + l] = one
+                W[_C3 * LANES + l] = one
+                W[_S * LANES + l] = zero
+                W[_S2 * LANES + l] = zero
+                W[_EL1 * LANES + l] = e1[(l0 + 1) * LANES + l]
             for i in range(mmax - 1, l0 - 1, -1):
                 fi = dt(i)
                 for l in range(L):
-                    a = st[_ACT, l] != zero and fi < st[_M, l]
-                    ei = e[i, l]
-                    pl = st[_P, l]
-                    di = d[i, l]
-                    cl = st[_C, l]
-                    sl = st[_S, l]
+                    a = W[_ACT * LANES + l] != zero and fi < W[_M * LANES + l]
+                    ei = e1[(i) * LANES + l]
+                    pl = W[_P * LANES + l]
+                    di = d1[(i) * LANES + l]
+                    cl = W[_C * LANES + l]
+                    sl = W[_S * LANES + l]
                     gg = cl * ei
                     hh = cl * pl
                     r = np.sqrt(pl * pl + ei * ei)
@@ -227,43 +229,36 @@ def tql2_group(Zt, d, e, max_iter):
                     cn = pl / r
                     pn = cn * di - sn * gg
                     dnext = hh + sn * (cn * gg + sn * di)
-                    e[i + 1, l] = sl * r if a else e[i + 1, l]
-                    d[i + 1, l] = dnext if a else d[i + 1, l]
-                    st[_C3, l] = st[_C2, l] if a else st[_C3, l]
-                    st[_C2, l] = cl if a else st[_C2, l]
-                    st[_S2, l] = sl if a else st[_S2, l]
-                    st[_S, l] = sn if a else sl
-                    st[_C, l] = cn if a else cl
-                    st[_P, l] = pn if a else pl
-                    CR[i, l] = cn if a else one
-                    SR[i, l] = sn if a else zero
-            # eigenvectors: the whole chain of rotations (rows i, i+1 of Zt for i = mmax-1 .. l0) applied
-            # one column k at a time, the row passed down the chain carried in ``carry``: each entry of
-            # Zt is loaded and stored once per QL iteration (twice per rotation when applied one by one)
-            for k in range(n):
-                for l in range(L):
-                    carry[l] = Zt[mmax, k, l]
-                for i in range(mmax - 1, l0 - 1, -1):
+                    e1[(i + 1) * LANES + l] = sl * r if a else e1[(i + 1) * LANES + l]
+                    d1[(i + 1) * LANES + l] = dnext if a else d1[(i + 1) * LANES + l]
+                    W[_C3 * LANES + l] = W[_C2 * LANES + l] if a else W[_C3 * LANES + l]
+                    W[_C2 * LANES + l] = cl if a else W[_C2 * LANES + l]
+                    W[_S2 * LANES + l] = sl if a else W[_S2 * LANES + l]
+                    W[_S * LANES + l] = sn if a else sl
+                    W[_C * LANES + l] = cn if a else cl
+                    W[_P * LANES + l] = pn if a else pl
+                    W[_CR * LANES + l] = cn if a else one
+                    W[_SR * LANES + l] = sn if a else zero
+                # eigenvectors: rows i, i+1 of Zt (columns of Z) rotated in place
+                for k in range(n):
                     for l in range(L):
                         zi = Zt[i, k, l]
-                        cy = carry[l]
-                        Zt[i + 1, k, l] = SR[i, l] * zi + CR[i, l] * cy
-                        carry[l] = CR[i, l] * zi - SR[i, l] * cy
-                for l in range(L):
-                    Zt[l0, k, l] = carry[l]
+                        zj = Zt[i + 1, k, l]
+                        Zt[i + 1, k, l] = W[_SR * LANES + l] * zi + W[_CR * LANES + l] * zj
+                        Zt[i, k, l] = W[_CR * LANES + l] * zi - W[_SR * LANES + l] * zj
             nact = 0
             for l in range(L):
-                a = st[_ACT, l] != zero
-                sl = st[_S, l]
-                pn = -sl * st[_S2, l] * st[_C3, l] * st[_EL1, l] * e[l0, l] / st[_DL1, l]
-                e[l0, l] = sl * pn if a else e[l0, l]
-                d[l0, l] = st[_C, l] * pn if a else d[l0, l]
-                still = a and abs(e[l0, l]) > eps * st[_TST, l]
-                st[_ACT, l] = one if still else zero
+                a = W[_ACT * LANES + l] != zero
+                sl = W[_S * LANES + l]
+                pn = -sl * W[_S2 * LANES + l] * W[_C3 * LANES + l] * W[_EL1 * LANES + l] * e1[(l0) * LANES + l] / W[_DL1 * LANES + l]
+                e1[(l0) * LANES + l] = sl * pn if a else e1[(l0) * LANES + l]
+                d1[(l0) * LANES + l] = W[_C * LANES + l] * pn if a else d1[(l0) * LANES + l]
+                still = a and abs(e1[(l0) * LANES + l]) > eps * W[_TST * LANES + l]
+                W[_ACT * LANES + l] = one if still else zero
                 nact += 1 if still else 0
         for l in range(L):
-            d[l0, l] += st[_FSH, l]
-            e[l0, l] = zero
+            d1[(l0) * LANES + l] += W[_FSH * LANES + l]
+            e1[(l0) * LANES + l] = zero
     return iters
 
 
