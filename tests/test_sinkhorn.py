@@ -320,6 +320,22 @@ def test_tiny_eps_is_finite(backend, dtype):
                     assert abs(float(P.sum()) - 1.0) < 1e-3, (path, kw)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scaling_path_at_tiny_eps_runs_and_matches_log_domain(dtype):
+    """The stabilised-scaling path at eps = 1e-4 (after annealing): most iterations run in the linear domain
+    (path_stats), everything stays finite, and the iterates are the log-domain ones."""
+    x, y = _cloud(40, 2, seed=1, dtype=dtype), _cloud(37, 2, seed=2, dtype=dtype)
+    kw = dict(eps=1e-4, eps_scaling=0.5, max_iter=300, tol=0.0, backend="numba")
+    s = ops.sinkhorn(x, y, path="scaling", **kw)
+    m = ops.sinkhorn(x, y, path="matrix", **kw)
+    assert s.path == "scaling" and int(s.path_stats[1]) > 200, s.path_stats
+    for t in (s.cost, s.f, s.g):
+        assert torch.isfinite(t).all()
+    tol = 1e-5 if dtype == torch.float32 else 1e-11
+    assert_close(s.f, m.f, rtol=tol, atol=tol, name="f scaling vs log domain")
+    assert_close(s.g, m.g, rtol=tol, atol=tol, name="g scaling vs log domain")
+
+
 def test_eps_scaling_converges_faster():
     x, y = _cloud(60, 2, seed=1), _cloud(50, 2, seed=2)
     plain = ops.sinkhorn(x, y, eps=2e-3, tol=1e-6, max_iter=20000)
