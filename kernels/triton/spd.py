@@ -24,7 +24,7 @@ absolute at the rounding level of the scaled matrix), or after MAX_SWEEPS.
 Precision: float32 tiles use ``tl.dot(..., input_precision="ieee")`` -- the rotation products must be
 float32-exact (TF32 would cost ~1e-3 relative accuracy in the eigenvectors); float64 tiles use float64
 dots (sm_80+, tensor-core DMMA). float16/bfloat16 inputs are upcast by the ops layer. Registers: see
-``AOT_SPECS``, ``tools/triton_aot.py`` and ``_WARPS_EIG`` (no spills up to BLOCK = 32; BLOCK = 64 spills). ``eigh_backward`` runs as batched matrix products
+``AOT_SPECS``, ``tools/triton_aot.py`` and ``_WARPS_EIG`` (no spills except the backward at BLOCK = 64). ``eigh_backward`` runs as batched matrix products
 in PyTorch (the reference).
 """
 from __future__ import annotations
@@ -40,11 +40,11 @@ MAX_D = 64
 FUNC_CODES = {"log": 0, "sqrt": 1, "invsqrt": 2, "exp": 3, "pow": 4}
 MAX_SWEEPS = {torch.float32: 20, torch.float64: 30}
 
-# launch configuration per tile size (data), from tools/triton_aot.py (sm_80/sm_90, ptxas): with 4 warps
-# the float32 BLOCK = 32 eigen kernel spills (255 regs + 16-88 B), with 8 it does not (238 regs). At
-# BLOCK = 64 every warp count spills (eigen kernel: 1.8-7.9 KB of stack per thread, fewest with 16 warps;
-# backward: fewest with 8) -- d in 33..64 runs, but from local memory.
-_WARPS_EIG = {2: 1, 4: 1, 8: 1, 16: 4, 32: 8, 64: 16}
+# launch configuration per tile size (data), from tools/triton_aot.py (sm_80/sm_90, ptxas): the Jacobi
+# kernel (gather rounds, one dense product at the end) has no spills at any BLOCK with these warp counts
+# (with 4 warps at BLOCK 16/32 sm_90 kept an 8-24 B stack). The backward's four dense 64 x 64 x 64 products
+# spill at BLOCK = 64 with every warp count (fewest, 0.4-1.4 KB of stack, with 8 warps).
+_WARPS_EIG = {2: 1, 4: 1, 8: 1, 16: 2, 32: 2, 64: 16}
 _WARPS_DK = {2: 1, 4: 1, 8: 1, 16: 4, 32: 8, 64: 8}
 
 
