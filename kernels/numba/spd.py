@@ -17,8 +17,8 @@ Algorithm by size d:
 
 Backward (Daleckii-Krein, METHODS.md C.4.2): ``V [(V^T sym(G) V) o L] V^T``. The cancellation-free
 Loewner matrix ``L`` of the reference is computed in float64 for every dtype (one lane-vectorised
-kernel); the four products run per lane group for d <= 8 and as batched BLAS GEMMs (``torch.matmul``)
-above, where MKL's small-matrix GEMMs beat the lane loops (measured 4x at d = 64). ``eigh_backward`` (eigenvector gradients of ``spd_eigh``) is a few
+kernel); the four products run per lane group for d <= 16 and as batched BLAS GEMMs (``torch.matmul``)
+above, where MKL's small-matrix GEMMs beat the lane loops (lanes 1.5x faster at d = 16, GEMMs 4x at d = 64). ``eigh_backward`` (eigenvector gradients of ``spd_eigh``) is a few
 batched matrix products and runs in PyTorch.
 
 Accuracy: eigenvalues to ``eps * ||S||`` like LAPACK (Jacobi's relative stopping rule does better on
@@ -42,7 +42,7 @@ from ._spd_lanes import (FUNC_CODES, LANES, dk_group, eigvals_group, load_group,
 from ._spd_tridiag import tql2_group, transpose_group, tred2_group
 
 JACOBI_MAX_D = 5
-DK_LANES_MAX_D = 8      # backward products: lane groups up to here, batched BLAS GEMMs above
+DK_LANES_MAX_D = 16     # backward products: lane groups up to here, batched BLAS GEMMs above
 LANE_MAX_D = 64
 MAX_SWEEPS = 30       # Jacobi: 4-9 sweeps in practice
 QL_ITERS_PER_D = 30   # QL: 1-3 iterations per eigenvalue in practice
