@@ -59,15 +59,18 @@ bench-compare: $(VENV)/.bench-installed
 # kernel issues' performance bars compare (`--bars`: their sizes and peers; multialign alone at the large sizes
 # where eager peers run out of memory), one op at a time merged into one report, then the page. About 20 minutes
 # on the 2-core development VM: run it on a quiet machine. BENCH_LOCK prefixes each step (e.g. "flock x.lock");
-# BENCH_DOCS_OPS=spd BENCH_DOCS_KEEP=1 re-times one op and keeps the others' figures; BENCH_DOCS_ARGS="--compare
+# BENCH_DOCS_OPS=spd BENCH_DOCS_KEEP=1 re-times one op and keeps the others' figures; BENCH_DOCS_STATIC= skips
+# the static GPU report (keeps docs/bench-results/gpu_static.json); BENCH_DOCS_ARGS="--compare
 # --sizes medium,large --peer-cases-only --tuned-malloc peers" is the broad (~1 h) comparison of every peer case.
 BENCH_DOCS_OPS  ?= spd stress sinkhorn gram mmd
 BENCH_DOCS_ARGS ?= --compare --bars --tuned-malloc peers --reps 3 --budget 1
 BENCH_DOCS_KEEP ?=
+BENCH_DOCS_STATIC ?= 1
 BENCH_LOCK      ?=
 bench-docs: $(VENV)/.bench-installed
 	test -n "$(BENCH_DOCS_KEEP)" || rm -f docs/bench-results/results.json
-	$(BENCH_LOCK) $(VENV)/bin/multialign bench --gpu-static --out docs/bench-results > /dev/null
+	test -z "$(BENCH_DOCS_STATIC)" || \
+	  $(BENCH_LOCK) $(VENV)/bin/multialign bench --gpu-static --out docs/bench-results > /dev/null
 	for op in $(BENCH_DOCS_OPS); do \
 	  $(BENCH_LOCK) $(VENV)/bin/multialign bench --op $$op $(BENCH_DOCS_ARGS) --merge --no-plots \
 	    --out docs/bench-results > /dev/null || exit 1; \
