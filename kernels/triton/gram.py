@@ -47,25 +47,27 @@ if _F32_DOT not in ("tf32x3", "ieee"):
 # ---------------------------------------------------------------------------------------------------
 # autotune configurations (data); the interpreter runs the small fixed config so tests cross tiles
 # ---------------------------------------------------------------------------------------------------
-# BD = 16 first: with float32 inputs, tf32x3 splits each operand into hi/lo parts and BD = 32 tiles spill
-# registers (ptxas, tools/triton_aot.py: 128x64 tile, sm_80: 552 B of stack at BD = 32, none at BD = 16).
+# Every config below compiles without register spills (stack 0) for sm_80 and sm_90 at D = 64 in float32
+# (`multialign bench --gpu-static --op gram`): with float32 inputs, tf32x3 splits each operand into hi/lo
+# parts, so BD = 16 and 8 warps for the 128-row tiles keep the live state inside 255 registers
+# (128x64 tile, 4 warps: 24 B of stack on sm_90; BD = 32: 216 B on sm_80; 128x128: ~590 B).
 _FWD_CONFIGS = [
-    triton.Config({"BN": 128, "BM": 64, "BD": 16}, num_warps=4, num_stages=3),
-    triton.Config({"BN": 128, "BM": 128, "BD": 16}, num_warps=8, num_stages=3),
-    triton.Config({"BN": 64, "BM": 128, "BD": 16}, num_warps=4, num_stages=3),
-    triton.Config({"BN": 64, "BM": 64, "BD": 32}, num_warps=4, num_stages=2),
-]
-_MATVEC_CONFIGS = [
     triton.Config({"BN": 128, "BM": 64, "BD": 16}, num_warps=8, num_stages=3),
-    triton.Config({"BN": 64, "BM": 64, "BD": 16}, num_warps=8, num_stages=3),
+    triton.Config({"BN": 64, "BM": 64, "BD": 16}, num_warps=4, num_stages=3),
+]
+# the matvec holds the K tile and the (BN x BC) accumulator: 32-column tiles for 128 rows (64 columns
+# with 4 warps spill 248 B on sm_80), a single stage for 64x64
+_MATVEC_CONFIGS = [
+    triton.Config({"BN": 128, "BM": 32, "BD": 16}, num_warps=8, num_stages=2),
+    triton.Config({"BN": 64, "BM": 64, "BD": 16}, num_warps=8, num_stages=1),
     triton.Config({"BN": 64, "BM": 32, "BD": 16}, num_warps=4, num_stages=2),
 ]
-# the backward holds u, w and a (BN x BDO) accumulator besides the tf32x3 operand splits: 8 warps
-# (or 32-row tiles) keep it inside 255 registers (sm_90: no spill at 64 x 64 x BDO 64 with 8 warps)
+# the backward holds u, w and a (BN x BDO) accumulator (BDO up to 64) besides the tf32x3 operand splits:
+# 32-column tiles, and one stage with 8 warps (64x64 tiles spill 768 B on sm_80 with the saved K, 2 stages
+# of 64x32 spill 104 B there)
 _BWD_CONFIGS = [
-    triton.Config({"BN": 64, "BM": 64, "BD": 16}, num_warps=8, num_stages=3),
-    triton.Config({"BN": 32, "BM": 64, "BD": 16}, num_warps=4, num_stages=2),
-    triton.Config({"BN": 64, "BM": 32, "BD": 16}, num_warps=4, num_stages=2),
+    triton.Config({"BN": 64, "BM": 32, "BD": 16}, num_warps=8, num_stages=1),
+    triton.Config({"BN": 32, "BM": 32, "BD": 16}, num_warps=4, num_stages=2),
 ]
 _INTERPRET_CONFIG = triton.Config({"BN": 16, "BM": 16, "BD": 16})
 
