@@ -1,8 +1,11 @@
 """Kruskal stress-1 and its gradient accumulators on the GPU (Triton), in O(N) memory.
 
-Same functions and signatures as ``kernels/reference/stress.py``. One kernel, ``_stress_kernel``: one
+Same functions and signatures as ``kernels/reference/stress.py``. Two kernels over one program body: one
 program per (BLOCK x BLOCK) tile ``(I, J)`` of the upper triangle of the N x N distance matrix
-(programs with I > J exit at once), for every problem of the batch:
+(programs with I > J exit at once), for every problem of the batch. ``_stress_kernel`` (the forward) does
+steps 1-2 below; ``_stress_grad_kernel`` does steps 1-3 for ONE gradient side (y or x): when both gradients
+are wanted the launcher runs it twice, the second time recomputing the distances (~1/3 more work than one
+fused pass, which held both sides' tiles and spilled registers at every tile size):
 
 1. for x, then for y (one space at a time: only its distance tile outlives it, which keeps the register
    footprint down): the Gram tile ``v_I v_J^T`` with ``tl.dot`` and the squared row norms, then
@@ -55,14 +58,21 @@ if _F32_DOT not in ("tf32x3", "ieee"):
 # autotune configurations (data); the interpreter runs a small fixed config so tests cross tiles
 # ---------------------------------------------------------------------------------------------------
 # BLOCK: the tile of pairs; BK: the feature chunk of the Gram products; BD: the feature chunk of the
-# gradient products. From the AOT report (multialign bench --gpu-static --op stress): 128-tiles need more
-# shared memory than an SM has once the gradient products are in (0 blocks/SM) and were dropped; the
-# 64-tiles run 8 warps (16 registers per BLOCK x BLOCK float32 tensor). The gradient variants still spill
-# at every config (sm_80 and sm_90: 300 B - 4 KB of stack) -- open work.
-_CONFIGS = [
-    triton.Config({"BLOCK": 64, "BK": 32, "BD": 32}, num_warps=8, num_stages=3),
-    triton.Config({"BLOCK": 64, "BK": 64, "BD": 64}, num_warps=8, num_stages=2),
+# gradient products. The first config of each list is spill-free on sm_80 and sm_90 (AOT report,
+# `multialign bench --gpu-static --op stress`): the forward at 64-tiles with 16-wide chunks (178 registers
+# on sm_80; 32-wide chunks spilled there), the gradient kernel -- which holds both distance tiles, the
+# weights and the products of one side -- at 32-tiles, 16-wide gradient chunks and no software pipelining
+# (every 64-tile gradient config spilled on sm_80; both sides in one program spilled at every size, hence
+# one side per launch). The 64-tile gradient config spills on sm_80 only: it is there for sm_90, where it
+# does not (the autotuner picks it only when it measures faster).
+_CONFIGS = [            # the forward (no gradient)
+    triton.Config({"BLOCK": 64, "BK": 16, "BD": 16}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK": 32, "BK": 32, "BD": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK": 64, "BK": 32, "BD": 32}, num_warps=8, num_stages=3),
+]
+_GRAD_CONFIGS = [       # the pair sums and one gradient side
+    triton.Config({"BLOCK": 32, "BK": 32, "BD": 16}, num_warps=4, num_stages=1),
+    triton.Config({"BLOCK": 64, "BK": 32, "BD": 16}, num_warps=8, num_stages=1),
 ]
 _INTERPRET_CONFIG = triton.Config({"BLOCK": 16, "BK": 16, "BD": 16})
 
@@ -202,7 +212,7 @@ def _grad_side(num, den, v, svb, svn, svd, g, sgb, sgn, sgd, b, rows, cols, N, D
 # the kernel
 # ---------------------------------------------------------------------------------------------------
 @triton.jit
-def _stress_kernel(x, sxb, sxn, sxd, y, syb, syn, syd, sums, gx, sgxb, sgxn, sgxd, gy, sgyb, sgyn, sgyd,
+def _stress_program(x, sxb, sxn, sxd, y, syb, syn, syd, sums, gx, sgxb, sgxn, sgxd, gy, sgyb, sgyn, sgyd,
                    N, D1, D2, theta, d_tiny,
                    NEED_GX: tl.constexpr, NEED_GY: tl.constexpr, ACC: tl.constexpr, IN_PREC: tl.constexpr,
                    SLOTS: tl.constexpr, BLOCK: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
@@ -233,8 +243,32 @@ def _stress_kernel(x, sxb, sxn, sxd, y, syb, syn, syd, sums, gx, sgxb, sgxn, sgx
                    BLOCK, BD, ACC, IN_PREC)
 
 
-_stress_tuned = autotune(_CONFIGS, key=["N", "D1", "D2", "NEED_GX", "NEED_GY"],
-                         interpret_config=_INTERPRET_CONFIG, reset_to_zero=["sums", "gx", "gy"])(_stress_kernel)
+@triton.jit
+def _stress_kernel(x, sxb, sxn, sxd, y, syb, syn, syd, sums, gx, sgxb, sgxn, sgxd, gy, sgyb, sgyn, sgyd,
+                   N, D1, D2, theta, d_tiny,
+                   NEED_GX: tl.constexpr, NEED_GY: tl.constexpr, ACC: tl.constexpr, IN_PREC: tl.constexpr,
+                   SLOTS: tl.constexpr, BLOCK: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
+    """The forward: the four pair sums only (the launcher passes NEED_GX = NEED_GY = False)."""
+    _stress_program(x, sxb, sxn, sxd, y, syb, syn, syd, sums, gx, sgxb, sgxn, sgxd, gy, sgyb, sgyn, sgyd,
+                    N, D1, D2, theta, d_tiny, NEED_GX, NEED_GY, ACC, IN_PREC, SLOTS, BLOCK, BK, BD)
+
+
+@triton.jit
+def _stress_grad_kernel(x, sxb, sxn, sxd, y, syb, syn, syd, sums, gx, sgxb, sgxn, sgxd, gy, sgyb, sgyn, sgyd,
+                        N, D1, D2, theta, d_tiny,
+                        NEED_GX: tl.constexpr, NEED_GY: tl.constexpr, ACC: tl.constexpr, IN_PREC: tl.constexpr,
+                        SLOTS: tl.constexpr, BLOCK: tl.constexpr, BK: tl.constexpr, BD: tl.constexpr):
+    """The pair sums and ONE gradient side (the launcher sets exactly one of NEED_GX / NEED_GY; both sides in
+    one program need ~2x the registers and spilled at every tile size)."""
+    _stress_program(x, sxb, sxn, sxd, y, syb, syn, syd, sums, gx, sgxb, sgxn, sgxd, gy, sgyb, sgyn, sgyd,
+                    N, D1, D2, theta, d_tiny, NEED_GX, NEED_GY, ACC, IN_PREC, SLOTS, BLOCK, BK, BD)
+
+
+_TUNE_KEY = ["N", "D1", "D2", "NEED_GX", "NEED_GY"]
+_stress_tuned = autotune(_CONFIGS, key=_TUNE_KEY, interpret_config=_INTERPRET_CONFIG,
+                         reset_to_zero=["sums"])(_stress_kernel)
+_stress_grad_tuned = autotune(_GRAD_CONFIGS, key=_TUNE_KEY, interpret_config=_INTERPRET_CONFIG,
+                              reset_to_zero=["sums", "gx", "gy"])(_stress_grad_kernel)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -270,9 +304,23 @@ def stress_forward(x: torch.Tensor, y: torch.Tensor, need_gx: bool = False, need
         nt = triton.cdiv(N, meta["BLOCK"])
         return (nt, nt, B)
 
-    _stress_tuned[grid](x, *x.stride(), y, *y.stride(), sums, gx, *gx.stride(), gy, *gy.stride(),
-                        N, D1, D2, THETA[dt], D_TINY[dt],
-                        NEED_GX=need_gx, NEED_GY=need_gy, ACC=_TL[dt], IN_PREC=prec, SLOTS=SLOTS)
+    common = dict(ACC=_TL[dt], IN_PREC=prec, SLOTS=SLOTS)
+    scal = (N, D1, D2, THETA[dt], D_TINY[dt])
+    if not (need_gx or need_gy):
+        _stress_tuned[grid](x, *x.stride(), y, *y.stride(), sums, gx, *gx.stride(), gy, *gy.stride(), *scal,
+                            NEED_GX=False, NEED_GY=False, **common)
+    else:
+        # one gradient side per launch (registers); the second launch recomputes the distances and adds its
+        # pair sums to a scratch buffer, and gets a 1-element stand-in for the other side's accumulator (the
+        # autotuner zeroes its launch's outputs while it benchmarks)
+        first = True
+        for side_x in ((True,) if not need_gy else (False, True) if need_gx else (False,)):
+            s_ = sums if first else torch.zeros_like(sums)
+            gx_ = gx if side_x else gx.new_zeros((1, 1, 1))
+            gy_ = gy if not side_x else gy.new_zeros((1, 1, 1))
+            _stress_grad_tuned[grid](x, *x.stride(), y, *y.stride(), s_, gx_, *gx_.stride(), gy_, *gy_.stride(),
+                                     *scal, NEED_GX=side_x, NEED_GY=not side_x, **common)
+            first = False
     out.copy_(sums.sum(1))
     return out, (gx if need_gx else None), (gy if need_gy else None)
 
@@ -286,18 +334,15 @@ def _aot_specs():
            "gy": "*fp32", "sgyb": "i64", "sgyn": "i64", "sgyd": "i64", "N": "i32", "D1": "i32", "D2": "i32",
            "theta": "fp32", "d_tiny": "fp32", "NEED_GX": "constexpr", "NEED_GY": "constexpr",
            "ACC": "constexpr", "IN_PREC": "constexpr", "SLOTS": "constexpr", "BLOCK": "constexpr", "BK": "constexpr", "BD": "constexpr"}
-    specs = []
-    for gx_, gy_, tag in ((False, False, "fwd"), (False, True, "fwd_grad_y"), (True, True, "fwd_grad_xy")):
-        specs.append(dict(name=f"stress_{tag}", fn=_stress_tuned, signature=sig,
-                          constexprs={"NEED_GX": gx_, "NEED_GY": gy_, "ACC": tl.float32, "IN_PREC": "tf32x3", "SLOTS": SLOTS,
-                                      **_CONFIGS[0].kwargs},
-                          num_warps=_CONFIGS[0].num_warps, num_stages=_CONFIGS[0].num_stages))
+    f32 = {"ACC": tl.float32, "IN_PREC": "tf32x3", "SLOTS": SLOTS}
+    specs = [dict(name="stress_fwd", fn=_stress_tuned, signature=sig, constexprs={"NEED_GX": False, "NEED_GY": False, **f32})]
+    for gx_, tag in ((False, "grad_y"), (True, "grad_x")):
+        specs.append(dict(name=f"stress_{tag}", fn=_stress_grad_tuned, signature=sig,
+                          constexprs={"NEED_GX": gx_, "NEED_GY": not gx_, **f32}))
     sig64 = {k: (v.replace("fp32", "fp64") if v.startswith("*") else v) for k, v in sig.items()}
     sig64.update(theta="fp64", d_tiny="fp64")
-    specs.append(dict(name="stress_fwd_grad_y_f64", fn=_stress_kernel, signature=sig64,
-                      constexprs={"NEED_GX": False, "NEED_GY": True, "ACC": tl.float64, "IN_PREC": "ieee", "SLOTS": SLOTS,
-                                  **_CONFIGS[0].kwargs},
-                      num_warps=_CONFIGS[0].num_warps, num_stages=_CONFIGS[0].num_stages))
+    specs.append(dict(name="stress_grad_y_f64", fn=_stress_grad_tuned, signature=sig64,
+                      constexprs={"NEED_GX": False, "NEED_GY": True, "ACC": tl.float64, "IN_PREC": "ieee", "SLOTS": SLOTS}))
     return specs
 
 
