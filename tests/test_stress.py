@@ -197,6 +197,26 @@ def test_numba_larger_float32_against_float64():
             assert err < 2e-5 * float(np.abs(want).max()), err
 
 
+def test_numba_aligned_y_is_read_in_place():
+    """y whose row count is a multiple of the block (128) and feature count of the panel width (16) is read and
+    its gradient accumulated in place (no padded copies): same values and gradients as a strided y, y intact."""
+    x = make_tensor(2, 256, 7, dtype=torch.float64, seed=12, requires_grad=True)
+    y = make_tensor(2, 256, 16, dtype=torch.float64, seed=13, requires_grad=True)
+    y0 = y.detach().clone()
+    s = ops.stress(x, y, backend="numba")
+    assert_close(s, _scipy_batch(x, y), dtype=torch.float64)
+    g = torch.autograd.grad(s.sum(), (x, y))
+    assert torch.equal(y.detach(), y0)
+    for b in range(2):
+        gx, gy = _closed_form_grads(_np(x[b]), _np(y[b]))
+        assert_close(g[0][b], torch.from_numpy(gx), rtol=1e-9, atol=1e-12, name="grad x")
+        assert_close(g[1][b], torch.from_numpy(gy), rtol=1e-9, atol=1e-12, name="grad y")
+    ys = make_tensor(2, 256, 16, dtype=torch.float64, seed=13, noncontiguous=True).requires_grad_()
+    assert torch.equal(ys.detach(), y0)
+    (gys,) = torch.autograd.grad(ops.stress(x.detach(), ys, backend="numba").sum(), (ys,))
+    assert_close(gys, g[1], rtol=1e-12, atol=1e-14)
+
+
 # ------------------------------------------------------------------------------------------ gradients
 
 

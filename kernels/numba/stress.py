@@ -28,7 +28,8 @@ How it works, and why it is fast:
 * **x is never copied** (it is the big input: 128 MB at N = 65536, D1 = 512): the row operand of a
   tile product is read straight from x; the column operand is packed into panels once for the whole
   problem when that copy is small (``PACK_BUDGET``), else per task into a per-thread scratch.
-  y (small) is zero-padded once.
+  y (small) is zero-padded once, and only when its row count is not a multiple of ``SB`` or its feature
+  count not of ``W`` (or it is strided): an aligned y is read in place and Gy accumulated in the output.
 * **Close points keep their distance.** ``||a||^2 + ||b||^2 - 2<a, b>`` loses relative accuracy
   ~u (||a||^2 + ||b||^2) / d^2; a pair whose squared distance is below ``THETA * (||a||^2 + ||b||^2)`` is
   recomputed from explicit differences of the original rows, and its gradient term is added from the
@@ -432,9 +433,14 @@ def stress_forward(x: torch.Tensor, y: torch.Tensor, need_gx: bool = False, need
     half = m // 2
     n_rounds = m - 1
     npdt = np.float64 if dt == torch.float64 else np.float32
-    # y is small: one zero-padded copy (rows to whole blocks, features to whole panels) and its panels
-    yp = torch.zeros(B, Np, D2p, dtype=dt)
-    yp[:, :N, :D2] = y
+    # y is small: its panels, and a zero-padded copy (rows to whole blocks, features to whole panels) only
+    # when y is not already in that shape (then Gy is accumulated in place in the output, no copy either)
+    aligned = Np == N and D2p == D2 and y.is_contiguous()
+    if aligned:
+        yp = y
+    else:
+        yp = torch.zeros(B, Np, D2p, dtype=dt)
+        yp[:, :N, :D2] = y
     YP = yp.reshape(B, Np // W, W, D2p).transpose(2, 3).contiguous()
     # x is never copied; its panels are packed whole when that copy is small, else per task
     use_global = B * Np * D1 * x.element_size() <= PACK_BUDGET
@@ -443,7 +449,10 @@ def stress_forward(x: torch.Tensor, y: torch.Tensor, need_gx: bool = False, need
     ny = np.empty((B, Np), dtype=npdt)
     sums = np.empty((B, (n_rounds + 2) * half, 4), dtype=np.float64)
     gx = _alloc.empty((B, N, D1) if need_gx else (1, 1, 1), dtype=dt, device=x.device)
-    gyp = torch.empty((B, Np, D2p) if need_gy else (1, 1, 1), dtype=dt)
+    if need_gy and aligned:
+        gyp = _alloc.empty((B, N, D2), dtype=dt, device=x.device)
+    else:
+        gyp = torch.empty((B, Np, D2p) if need_gy else (1, 1, 1), dtype=dt)
     wx = 0 if need_gx else -1
     wy = int(need_gx) if need_gy else -1
     nslots = int(need_gx) + int(need_gy)            # one weight tile per space with a gradient
@@ -458,7 +467,9 @@ def stress_forward(x: torch.Tensor, y: torch.Tensor, need_gx: bool = False, need
     out = _alloc.empty((B, 4), dtype=torch.float64, device=x.device)
     out.copy_(torch.from_numpy(sums).sum(1))
     gy = None
-    if need_gy:
+    if need_gy and aligned:
+        gy = gyp
+    elif need_gy:
         gy = _alloc.empty((B, N, D2), dtype=dt, device=x.device)
         gy.copy_(gyp[:, :N, :D2])
     return out, (gx if need_gx else None), gy
