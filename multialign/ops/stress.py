@@ -20,8 +20,8 @@ do not depend on the stress value -- and the backward is then O(N D): for any fu
     dF/dy_i = 2 (F_R + F_Q - F_E) (N y_i - sum_j y_j) - (2 F_R - F_E) Gy_i
     dF/dx_i = 2 (F_R + F_T) (N x_i - sum_j x_j) - (2 F_R - F_E) Gx_i
 
-(``N v_i - sum_j v_j`` is formed as ``N (v_i - mean v)`` with the mean summed in float64 and subtracted in two
-parts: in float32 the direct form cancels for a cloud far from the origin.)
+(``N v_i - sum_j v_j`` is formed as ``N (v_i - mean v)``, the mean subtracted in two steps -- the mean, then the
+mean of what is left: in float32 the direct form cancels for a cloud far from the origin.)
 
 Conventions: a pair with ``d_ij = 0`` (coincident projected points) contributes the minimum-norm
 subgradient 0 (never NaN), likewise ``delta_ij = 0`` on the x side; at ``stress = 0`` the gradient is 0.
@@ -93,12 +93,13 @@ def _combine(v: Tensor, G: Tensor, c: Tensor, k: Tensor) -> Tensor:
 def _deviations(v: Tensor) -> Tensor:
     """``v_p - mean_q v_q`` (= (N v_p - sum_q v_q) / N), accurate for a cloud far from the origin in float32.
 
-    ``N v_p - sum_q v_q`` in float32 cancels (error ~u |v| N, against deviations that may be 1e-5 |v|); the mean
-    is summed in float64 and subtracted in two float parts (hi + lo), so ``v_p - hi`` is exact for close values."""
-    m = v.sum(1, keepdim=True, dtype=torch.float64) / v.shape[1]
-    hi = m.to(v.dtype)
-    lo = (m - hi.to(torch.float64)).to(v.dtype)
-    return (v - hi).sub_(lo)
+    ``N v_p - sum_q v_q`` in float32 cancels (error ~u |v| N, against deviations that may be 1e-5 |v|). Here the
+    mean is taken in two steps: ``v - mean(v)`` in the working precision (exact up to ~u |v_p - mean| whatever
+    the rounding of that first mean), then the mean of those small deviations is subtracted too, so the result
+    is accurate to ~u |deviation|. The only (B, N, D) buffer is the result (a float64 sum of v would first
+    materialise a float64 copy of v: 2x its size)."""
+    out = v - v.mean(1, keepdim=True)
+    return out.sub_(out.mean(1, keepdim=True))
 
 
 _stress_terms_op.register_autograd(_backward, setup_context=_setup)
