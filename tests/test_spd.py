@@ -280,9 +280,10 @@ def test_gradcheck(backend, func):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_backward_matches_reference(backend, dtype):
     """Daleckii-Krein backward of every function against the float64 reference, on sizes that cover the
-    Numba lane products (d <= 8) and its batched-GEMM products (d > 8), with a non-symmetric upstream."""
+    Numba lane products (d <= 8) and its batched-GEMM products (d > 8), and Triton's fused kernel (d <= 32)
+    and its GEMM + Loewner-kernel path (d = 33), with a non-symmetric upstream."""
     dev = device_for(backend)
-    sizes = small(backend, triton=(3,), other=(1, 6, 13, 40))
+    sizes = small(backend, triton=(3, 33), other=(1, 6, 13, 40))
     tol = 1e-11 if dtype == torch.float64 else 2e-4
     for d in sizes:
         B = small(backend, triton=1, other=35)  # one full lane group of 32 and a ragged one

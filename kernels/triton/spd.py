@@ -12,7 +12,9 @@ by ``tl.dot`` from BLOCK = 16, by a broadcast-reduce below):
                      and the reconstruction ``F = (V f(lam)) V^T`` (one more ``tl.dot``) in the same
                      program, or the sorted, sign-normalised eigendecomposition (``spd_eigh``).
 ``_spd_dk_kernel``   the Daleckii-Krein backward ``V [(V^T sym(G) V) o L] V^T``: four ``tl.dot`` and the
-                     cancellation-free Loewner matrix ``L`` (reference ``loewner``), one program per matrix.
+                     cancellation-free Loewner matrix ``L`` (reference ``loewner``), one program per matrix,
+                     for d <= 32; for 32 < d <= 64 the four products run as batched GEMMs around the
+                     kernel's Loewner step (held in registers they spill).
 
 Round k pairs index i with ``(k - i) mod (BLOCK - 1)`` (the circle method; the fixed player is
 BLOCK - 1), so every pair meets once per sweep of BLOCK - 1 rounds. Padding rows/columns (d < BLOCK) are
@@ -24,7 +26,7 @@ absolute at the rounding level of the scaled matrix), or after MAX_SWEEPS.
 Precision: float32 tiles use ``tl.dot(..., input_precision="ieee")`` -- the rotation products must be
 float32-exact (TF32 would cost ~1e-3 relative accuracy in the eigenvectors); float64 tiles use float64
 dots (sm_80+, tensor-core DMMA). float16/bfloat16 inputs are upcast by the ops layer. Registers: see
-``AOT_SPECS``, ``tools/triton_aot.py`` and ``_WARPS_EIG`` (no spills except the backward at BLOCK = 64). ``eigh_backward`` runs as batched matrix products
+``AOT_SPECS``, ``tools/triton_aot.py`` and ``_WARPS_EIG`` (no spills at any BLOCK). ``eigh_backward`` runs as batched matrix products
 in PyTorch (the reference).
 """
 from __future__ import annotations
@@ -43,9 +45,14 @@ MAX_SWEEPS = {torch.float32: 20, torch.float64: 30}
 # launch configuration per tile size (data), from tools/triton_aot.py (sm_80/sm_90, ptxas): the Jacobi
 # kernel (gather rounds, one dense product at the end) has no spills at any BLOCK with these warp counts
 # (with 4 warps at BLOCK 16/32 sm_90 kept an 8-24 B stack). The backward's four dense 64 x 64 x 64 products
-# spill at BLOCK = 64 with every warp count (fewest, 0.4-1.4 KB of stack, with 8 warps).
+# spilled at BLOCK = 64 with every warp count (0.4-1.4 KB of stack), so there they leave the kernel
+# (MAX_FUSED_DK); the Loewner step alone is spill-free with 8 warps except float64 on sm_90 (16 B of
+# stack; 16 warps cap registers at 128 and spill more).
 _WARPS_EIG = {2: 1, 4: 1, 8: 1, 16: 2, 32: 2, 64: 16}
 _WARPS_DK = {2: 1, 4: 1, 8: 1, 16: 4, 32: 8, 64: 8}
+# the backward is fused (all four products in the kernel) up to this BLOCK; at BLOCK = 64 its products
+# spilled 0.4-1.4 KB with every warp count, so there they run as batched GEMMs around the Loewner kernel
+MAX_FUSED_DK = 32
 
 
 def _block(d: int) -> int:
@@ -216,7 +223,9 @@ def _divided_difference(a, b, fa, fb, p, FUNC: tl.constexpr):
 
 @triton.jit
 def _spd_dk_kernel(G_ptr, sgb, sgr, sgc, w_ptr, V_ptr, out_ptr, d, p, abs_floor, rel_floor,
-                   FUNC: tl.constexpr, BLOCK: tl.constexpr, DT: tl.constexpr):
+                   FUNC: tl.constexpr, FUSED: tl.constexpr, BLOCK: tl.constexpr, DT: tl.constexpr):
+    # FUSED: G is the upstream gradient, out = V [(V^T sym(G) V) o L] V^T (four products in registers).
+    # not FUSED: G already holds V^T G V (batched GEMM outside), out = sym(G) o L (the Loewner step only).
     USE_DOT: tl.constexpr = BLOCK >= 16
     b = tl.program_id(0).to(tl.int64)
     r = tl.arange(0, BLOCK)
@@ -228,7 +237,6 @@ def _spd_dk_kernel(G_ptr, sgb, sgr, sgc, w_ptr, V_ptr, out_ptr, d, p, abs_floor,
     G = tl.load(base + rows * sgr + cols * sgc, mask=mask, other=0.0).to(DT)
     Gt = tl.load(base + cols * sgr + rows * sgc, mask=mask, other=0.0).to(DT)
     G = 0.5 * (G + Gt)
-    V = tl.load(V_ptr + b * d * d + rows * d + cols, mask=mask, other=0.0).to(DT)
     w = tl.load(w_ptr + b * d + r, mask=valid, other=1.0).to(DT)
     fl = _eig_floor(w, valid, abs_floor, rel_floor)
     h = tl.maximum(w, fl)
@@ -249,11 +257,15 @@ def _spd_dk_kernel(G_ptr, sgb, sgr, sgc, w_ptr, V_ptr, out_ptr, d, p, abs_floor,
     ratio = tl.where(dw == 0, 0.0, (hi - hj) / tl.where(dw == 0, 1.0, dw))
     L = tl.where(clamped, L * ratio, L)
     L = tl.where(mask, L, 0.0).to(DT)
-    X = _mm(tl.trans(V), _mm(G, V, USE_DOT), USE_DOT)
-    Z = X * L
-    Y = _mm(V, _mm(Z, tl.trans(V), USE_DOT), USE_DOT)
-    Y = 0.5 * (Y + tl.trans(Y))
-    tl.store(out_ptr + b * d * d + rows * d + cols, Y, mask=mask)
+    if FUSED:
+        V = tl.load(V_ptr + b * d * d + rows * d + cols, mask=mask, other=0.0).to(DT)
+        X = _mm(tl.trans(V), _mm(G, V, USE_DOT), USE_DOT)
+        Z = X * L
+        Y = _mm(V, _mm(Z, tl.trans(V), USE_DOT), USE_DOT)
+        Y = 0.5 * (Y + tl.trans(Y))
+        tl.store(out_ptr + b * d * d + rows * d + cols, Y, mask=mask)
+    else:
+        tl.store(out_ptr + b * d * d + rows * d + cols, G * L, mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -314,9 +326,22 @@ def matfun_backward(grad: torch.Tensor, w: torch.Tensor, V: torch.Tensor, func: 
         BLOCK = _block(d)
         w = w.contiguous()
         V = V.contiguous()
-        _spd_dk_kernel[(B,)](grad, grad.stride(0), grad.stride(1), grad.stride(2), w, V, out, d, float(p),
-                             float(abs_floor), float(rel_floor), FUNC=FUNC_CODES[func], BLOCK=BLOCK,
-                             DT=_dt(V.dtype), num_warps=_WARPS_DK[BLOCK])
+        fused = BLOCK <= MAX_FUSED_DK
+        if fused:
+            G = grad
+        else:
+            # the four 64 x 64 x 64 products of one matrix do not fit one program's registers: the two on
+            # each side of the Loewner step run as batched GEMMs, the kernel does the Hadamard step
+            G = V.mT @ grad.to(V.dtype) @ V
+            target, out = out, _alloc.empty((B, d, d), dtype=V.dtype, device=V.device)
+        _spd_dk_kernel[(B,)](G, G.stride(0), G.stride(1), G.stride(2), w, V, out, d, float(p),
+                             float(abs_floor), float(rel_floor), FUNC=FUNC_CODES[func], FUSED=fused,
+                             BLOCK=BLOCK, DT=_dt(V.dtype), num_warps=_WARPS_DK[BLOCK])
+        if not fused:
+            Y = V @ out @ V.mT
+            out = target
+            torch.add(Y, Y.mT, alpha=1.0, out=out)
+            out.mul_(0.5)
     return out
 
 
@@ -329,13 +354,14 @@ def _aot_specs():
                    "DT": "constexpr"}
         dk_sig = {"G_ptr": ptr, "sgb": "i32", "sgr": "i32", "sgc": "i32", "w_ptr": ptr, "V_ptr": ptr, "out_ptr": ptr,
                   "d": "i32", "p": "fp32", "abs_floor": "fp32", "rel_floor": "fp32", "FUNC": "constexpr",
-                  "BLOCK": "constexpr", "DT": "constexpr"}
+                  "FUSED": "constexpr", "BLOCK": "constexpr", "DT": "constexpr"}
         for BLOCK in (8, 16, 32, 64):
             specs.append(dict(name=f"spd_eig_log_{fp}_{BLOCK}", fn=_spd_eig_kernel, signature=eig_sig,
                               constexprs={"FUNC": 0, "WANT_F": True, "BLOCK": BLOCK, "DT": _dt(dtype)},
                               num_warps=_WARPS_EIG[BLOCK], num_stages=1))
             specs.append(dict(name=f"spd_dk_log_{fp}_{BLOCK}", fn=_spd_dk_kernel, signature=dk_sig,
-                              constexprs={"FUNC": 0, "BLOCK": BLOCK, "DT": _dt(dtype)},
+                              constexprs={"FUNC": 0, "FUSED": BLOCK <= MAX_FUSED_DK, "BLOCK": BLOCK,
+                                          "DT": _dt(dtype)},
                               num_warps=_WARPS_DK[BLOCK], num_stages=1))
     return specs
 
