@@ -317,6 +317,8 @@ def main_bench(a) -> int:
                 f.write(md + "\n")
         if not res["bar"]["passed"]:
             status = 3 if a.strict else 0
+        # --op with --gpu-static picks the families to compile; it does not also start the timings
+        return status
     if ops:
         device = a.device if a.device != "auto" else ("cuda" if _has_cuda() else "cpu")
         sizes = [s for tok in (a.sizes or []) for s in tok.split(",") if s]
