@@ -118,3 +118,80 @@ def _fast_exp_overload(v):
     if v == types.float64:
         return lambda v: _exp64(v)
     return None
+
+
+def one_like(v):  # pragma: no cover - replaced by the overload inside jitted code
+    """1 in the precision of ``v`` inside Numba code (an int literal would promote float32 to float64)."""
+    return type(v)(1)
+
+
+@overload(one_like, inline="always")
+def _one_like_overload(v):
+    if v == types.float32:
+        return lambda v: np.float32(1.0)
+    if isinstance(v, types.Float):
+        return lambda v: 1.0
+    return None
+
+
+@njit(inline="always")
+def _expneg32(v):
+    # v <= 0 expected (a kernel value exp(-gamma d)); NaN propagates (the comparison keeps it).
+    a = _F(-87.6) if v < _F(-87.6) else v
+    t = a * _F(1.4426950408889634) + _F(12582912.0)
+    k = t - _F(12582912.0)
+    ki = _bits_f32(t) - np.int32(0x4B400000)
+    r = a - k * _F(0.693145751953125)
+    r = r - k * _F(1.4286068203094172e-06)
+    p = _F(1.0 / 720.0)
+    p = p * r + _F(1.0 / 120.0)
+    p = p * r + _F(1.0 / 24.0)
+    p = p * r + _F(1.0 / 6.0)
+    p = p * r + _F(0.5)
+    p = p * r + _F(1.0)
+    p = p * r + _F(1.0)
+    e = p * _float_i32((ki + np.int32(127)) << np.int32(23))
+    return _F(0.0) if v < _F(-87.6) else e
+
+
+@njit(inline="always")
+def _expneg64(v):
+    a = -708.7 if v < -708.7 else v
+    t = a * 1.4426950408889634 + 6755399441055744.0
+    k = t - 6755399441055744.0
+    ki = _bits_f64(t) - np.int64(0x4338000000000000)
+    r = a - k * 0.6931471803691238
+    r = r - k * 1.9082149292705877e-10
+    p = 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    e = p * _float_i64((ki + np.int64(1023)) << np.int64(52))
+    return 0.0 if v < -708.7 else e
+
+
+def exp_nonpos(v):  # pragma: no cover - replaced by the overload inside jitted code
+    """exp(v) for v <= 0 (kernel values), about 3x cheaper than :func:`fast_exp`: one scale factor, no
+    overflow handling, a degree-6 (float32) / 13 (float64) polynomial: 3 ulp / 1 ulp. v < -87.6
+    (float32) or v < -708.7 (float64) gives 0 (the true value is below 1e-38 / 1e-307); subnormal
+    results above that are computed. NaN propagates. Positive v up to ~88 / ~709 is still correct."""
+    return np.exp(v)
+
+
+@overload(exp_nonpos, inline="always")
+def _exp_nonpos_overload(v):
+    if v == types.float32:
+        return lambda v: _expneg32(v)
+    if v == types.float64:
+        return lambda v: _expneg64(v)
+    return None

@@ -1,25 +1,35 @@
-"""Kernel Gram matrices and fused Gram reductions on the CPU (Numba).
+"""Kernel Gram matrices and fused Gram reductions on the CPU (Numba + the BLAS torch links).
 
-Same functions and signatures as ``kernels/reference/gram.py``. The layout of every kernel:
+Same functions and signatures as ``kernels/reference/gram.py``. Two layouts:
+
+* **GEMM + fused epilogue** (rbf, linear, polynomial -- ``gram``, ``gram_matvec``, ``mmd2`` and the
+  backward passes): the inner products of a block of rows come from a BLAS GEMM (``torch.bmm``: MKL or
+  OpenBLAS, ~200 GFLOP/s on the 2-core development VM, twice the register-tile product below), then one
+  Numba pass over the block turns them into distances, repairs cancelled ones and applies the kernel
+  function in place (``_gemm_epilogue``). Reductions (``gram_matvec``) run block by block in an ~8 MB
+  workspace that is reused across blocks and calls: memory O((N + M)(D + C)) + the block, never N x M.
+  K(x, x) reductions build only the blocks on and right of the diagonal.
+* **Register tiles** (laplacian, whose L1 distance has no GEMM form, and the symmetric ``gram(x)``, whose
+  tiles are stored twice so that the result is exactly symmetric):
 
     prange over (problem b, block of R = 4 rows of x)
         for each panel of W = 16 points of y:
-            tile  s[r, l] = <x_i, y_j>          (``panel_dot``: register-blocked, ~MKL speed)
-                  or ||x_i - y_j||_1             (``panel_l1``, laplacian)
+            tile  s[r, l] = <x_i, y_j>  (``panel_dot``)  or  ||x_i - y_j||_1  (``panel_l1``)
             epilogue in registers: distance, kernel value, then store / reduce
 
 Tricks, and why they are faster or safer than the obvious code:
 
-* **One pass, no N x M temporaries** for the reductions (``gram_matvec`` and its backward): K lives
-  only as a 4 x 16 tile. Memory is O((N + M)(D + C)).
 * **Close points keep their distance.** rbf uses ``||x||^2 + ||y||^2 - 2<x, y>`` (GEMM speed) on
-  points centred on their common mean (distances are translation invariant, norms shrink), and a
-  tile entry whose squared distance is below ``TAU * (||x||^2 + ||y||^2)`` -- where the expansion
+  points centred on their common mean (distances are translation invariant, norms shrink), and an
+  entry whose squared distance is below ``TAU * (||x||^2 + ||y||^2)`` -- where the expansion
   would have lost more than ~2 u / TAU of relative accuracy -- is recomputed from explicit
   differences. Float32: TAU = 1/8 (relative error of the distance <= ~2e-6); float64: TAU = 2^-12.
-* **Vectorised exp** (``_math.fast_exp``) instead of libm's scalar ``exp``.
-* The rbf backward of ``gram`` reuses the saved output K (w = G * K needs no exp), and runs as two
-  passes that stream G and K once each: rows for grad_x, 16-column blocks for grad_y.
+* **Working precision everywhere.** Numba types a Python int or float literal as int64 / float64, and
+  ``2 * a`` or ``max(a, 0)`` with a float32 ``a`` then runs in scalar float64: constants come from the data
+  (``a + a``, ``t - t``) or arrive as numpy scalars of the working dtype (``_typed``).
+* **Vectorised exp** (``_math.exp_nonpos``: kernel arguments are <= 0) instead of libm's scalar ``exp``.
+* The rbf backward of ``gram`` reuses the saved output K (w = G * K needs no exp); the products
+  ``W y`` and ``W^T x`` of every backward are BLAS GEMMs over row blocks of W.
 
 float16/bfloat16 inputs are computed in float32 and the results cast back to the input dtype.
 """
@@ -32,7 +42,7 @@ import torch
 from numba import get_num_threads, get_thread_id, njit, prange
 
 from .. import _alloc
-from ._math import fast_exp
+from ._math import exp_nonpos, one_like
 from ._tiles import R, W, pack_panels, pad_cols, pad_rows, panel_dot, panel_l1
 
 KIND = {"rbf": 0, "laplacian": 1, "linear": 2, "polynomial": 3}
@@ -47,7 +57,7 @@ _FLAGS = dict(parallel=True, cache=True, fastmath={"contract"})
 @njit(inline="always")
 def _powi(b, n):
     """b ** n for an integer n >= 0 by repeated squaring (exact same rounding for every backend class)."""
-    out = b * 0 + 1
+    out = one_like(b)
     while n > 0:
         if n & 1:
             out *= b
@@ -77,7 +87,7 @@ def _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, acc):
     for r in range(R):
         for l in range(W):
             nn = nx[i0 + r] + ny[j0 + l]
-            d2 = nn - 2 * acc[r, l]
+            d2 = nn - (acc[r, l] + acc[r, l])   # not 2 * acc: an int literal promotes float32 to float64
             need |= d2 < tau * nn
             acc[r, l] = d2
     if need:
@@ -86,9 +96,10 @@ def _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, acc):
                 nn = nx[i0 + r] + ny[j0 + l]
                 if acc[r, l] < tau * nn:
                     acc[r, l] = _exact_sqdist(Xo, i0 + r, Yo, j0 + l)
+    zero = tau - tau
     for r in range(R):
         for l in range(W):
-            acc[r, l] = max(acc[r, l], 0)
+            acc[r, l] = max(acc[r, l], zero)
 
 
 @njit(inline="always")
@@ -98,12 +109,12 @@ def _kernel_tile(kind, Xp, i0, Yp, p, Xo, Yo, nx, ny, g, degree, coef0, tau, M, 
         _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, s)
         for r in range(R):
             for l in range(W):
-                acc[r, l] = fast_exp(-g * s[r, l])
+                acc[r, l] = exp_nonpos(-g * s[r, l])
     elif kind == 1:
         panel_l1(Xp, i0, Yp, p, s)
         for r in range(R):
             for l in range(W):
-                acc[r, l] = fast_exp(-g * s[r, l])
+                acc[r, l] = exp_nonpos(-g * s[r, l])
     elif kind == 2:
         panel_dot(Xp, i0, Yp, p, s)
         for r in range(R):
@@ -139,6 +150,43 @@ def _gram_fwd(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
                 for r in range(rows):
                     for l in range(min(W, M - j0)):
                         out[b, i0 + r, j0 + l] = acc[r, l]
+
+
+@njit(**_FLAGS)
+def _gemm_epilogue(K, nx, ny, Xo, Yo, gam, kind, degree, coef0, tau):
+    """In place on K (B, N, M) = <x_i, y_j> from a BLAS GEMM: rbf -> exp(-gamma d2), polynomial ->
+    (gamma s + coef0)^degree.
+
+    rbf: d2 = ||x||^2 + ||y||^2 - 2 s on the centred points; an entry below ``tau (||x||^2 + ||y||^2)``
+    (cancellation) is recomputed from explicit differences of the original points Xo, Yo.
+    Every scalar stays in the working precision: a Python int or float literal in a float32 expression
+    would promote it to float64 and keep LLVM from vectorising the loop (8 float32 lanes on AVX2), so
+    constants are built from the data (``a - a``) and ``tau``, ``coef0`` arrive typed. The distance and
+    the exp are separate loops over the row (one loop holding both did not vectorise)."""
+    B, N, M = K.shape
+    for task in prange(B * N):
+        b = task // N
+        i = task % N
+        g = gam[b]
+        if kind == 0:
+            a = nx[b, i]
+            zero = a - a
+            cnt = 0
+            for j in range(M):
+                nn = a + ny[b, j]
+                d2 = nn - (K[b, i, j] + K[b, i, j])
+                cnt += d2 < tau * nn
+                K[b, i, j] = max(d2, zero)
+            if cnt > 0:
+                for j in range(M):
+                    if K[b, i, j] < tau * (a + ny[b, j]):
+                        K[b, i, j] = _exact_sqdist(Xo[b], i, Yo[b], j)
+            mg = -g
+            for j in range(M):
+                K[b, i, j] = exp_nonpos(mg * K[b, i, j])
+        elif kind == 3:
+            for j in range(M):
+                K[b, i, j] = _powi(g * K[b, i, j] + coef0, degree)
 
 
 @njit(**_FLAGS)
@@ -406,14 +454,14 @@ def _weights_tile(kind, Xp, i0, Yp, p, Xo, Yo, nx, ny, g, degree, coef0, tau, M,
         _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, s)
         for r in range(R):
             for l in range(W):
-                t = u[r, l] * fast_exp(-g * s[r, l])
+                t = u[r, l] * exp_nonpos(-g * s[r, l])
                 w[r, l] = t
                 dg[r, l] = -t * s[r, l]
     elif kind == 1:
         panel_l1(Xp, i0, Yp, p, s)
         for r in range(R):
             for l in range(W):
-                t = u[r, l] * fast_exp(-g * s[r, l])
+                t = u[r, l] * exp_nonpos(-g * s[r, l])
                 w[r, l] = -g * t
                 dg[r, l] = -t * s[r, l]
     elif kind == 2:
@@ -531,8 +579,28 @@ def _np(t):
     return t.detach().numpy()
 
 
+def _typed(v: float, dtype: torch.dtype):
+    """A numpy scalar of the working precision: Numba types a Python float as float64, which would promote
+    the float32 arithmetic it meets."""
+    return np.float32(v) if dtype == torch.float32 else np.float64(v)
+
+
 def _scalars(gamma, dtype):
     return _np(gamma.to(dtype).contiguous())
+
+
+def _kernel_block(P, i0, i1, j0, j1, gam, kind, degree, coef0, dtype, out):
+    """out (B, i1 - i0, j1 - j0) <- k(x_i, y_j) for kinds rbf, linear, polynomial: the inner products
+    by a BLAS GEMM (torch.bmm: MKL / OpenBLAS, on its own threads), then ``_gemm_epilogue`` in place.
+
+    The same OpenMP runtime serves torch and Numba's ``omp`` threading layer here, so alternating the
+    two per block costs no thread hand-over (measured)."""
+    torch.bmm(P.x[:, i0:i1], P.y[:, j0:j1].transpose(1, 2), out=out)
+    if kind != 2:
+        _gemm_epilogue(_np(out), _np(P.nx[:, i0:i1].contiguous()), _np(P.ny[:, j0:j1].contiguous()),
+                       _np(P.xo[:, i0:i1].contiguous()), _np(P.yo[:, j0:j1].contiguous()), gam, kind, int(degree),
+                       _typed(coef0, dtype), _typed(TAU[dtype], dtype))
+    return out
 
 
 def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.Tensor:
@@ -547,17 +615,47 @@ def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.T
             xo = pad_rows(P.xo[:, :N], W)
             nx = (xp * xp).sum(-1)
             _gram_fwd_sym(_np(xp), _np(P.yp), _np(xo), _np(nx), _scalars(gamma, dtype), kind, int(degree),
-                          float(coef0), TAU[dtype], N, _np(out))
+                          _typed(coef0, dtype), _typed(TAU[dtype], dtype), N, _np(out))
         return out.to(x.dtype)
     B = x.shape[0]
     out = _alloc.empty((B, P.N, P.M), dtype=dtype, device=x.device)
-    if out.numel():
+    if out.numel() and kind != 1:
+        # GEMM on the BLAS torch links (MKL / OpenBLAS, ~2x the register-tile product here), then one
+        # fused in-place pass for the distance check and the kernel function.
+        _kernel_block(P, 0, P.N, 0, P.M, _scalars(gamma, dtype), kind, degree, coef0, dtype, out)
+    elif out.numel():
         _gram_fwd(_np(P.xp), _np(P.yp), _np(P.xo), _np(P.yo), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
-                  float(coef0), TAU[dtype], P.N, P.M, _np(out))
+                  _typed(coef0, dtype), _typed(TAU[dtype], dtype), P.N, P.M, _np(out))
     return out.to(x.dtype)
 
 
+def _blocked_matvec(P, sym_x, v, gamma, kind, degree, coef0, dtype):
+    """K(x, y) v by row blocks of K: each block is built by ``_kernel_block`` (BLAS GEMM + fused epilogue)
+    in a reusable workspace of ~8 MB and multiplied by v with a GEMM; memory O((N + M)(D + C)) + the block.
+
+    With ``sym_x`` (K(x, x)) only the blocks on and right of the diagonal are built; an off-diagonal
+    block adds its transpose product to the rows it stands for (half the GEMM and exp work)."""
+    B, N, M, C = P.x.shape[0], P.N, P.M, v.shape[2]
+    out = torch.zeros(B, N, C, dtype=dtype)
+    if N == 0 or M == 0:
+        return out
+    gam = _scalars(gamma, dtype)
+    BI = _row_block(B, M)
+    buf = _workspace(B * min(BI, N) * M, dtype)
+    for i0 in range(0, N, BI):
+        i1 = min(N, i0 + BI)
+        j0 = i0 if sym_x else 0
+        blk = buf[: B * (i1 - i0) * (M - j0)].view(B, i1 - i0, M - j0)
+        _kernel_block(P, i0, i1, j0, M, gam, kind, degree, coef0, dtype, blk)
+        out[:, i0:i1].baddbmm_(blk, v[:, j0:])
+        if sym_x and i1 < M:
+            out[:, i1:].baddbmm_(blk[:, :, i1 - i0:].transpose(1, 2), v[:, i0:i1])
+    return out
+
+
 def _matvec_sym(x, v, gamma, kind, degree, coef0, dtype):
+    if kind != 1:
+        return _blocked_matvec(_Prepared(x, None, kind, dtype), True, v.to(dtype), gamma, kind, degree, coef0, dtype)
     P = _Prepared(x, None, kind, dtype)
     B, N, C = x.shape[0], x.shape[1], v.shape[2]
     xp = pad_rows(P.x, W)
@@ -571,7 +669,7 @@ def _matvec_sym(x, v, gamma, kind, degree, coef0, dtype):
     out = _alloc.empty((B, N, C), dtype=dtype, device=x.device)
     if out.numel():
         _matvec_fwd_sym(_np(xp), _np(P.yp), _np(xo), _np(xo), _np(nx), _np(nx), _scalars(gamma, dtype), kind,
-                        int(degree), float(coef0), TAU[dtype], _np(vp), _np(vr), N, _np(out), _np(colacc))
+                        int(degree), _typed(coef0, dtype), _typed(TAU[dtype], dtype), _np(vp), _np(vr), N, _np(out), _np(colacc))
         cols = colacc.sum(0).transpose(2, 3).reshape(B, nP * W, C)[:, :N]
         out += cols
     return out
@@ -584,11 +682,13 @@ def gram_matvec_forward(x, y, v, gamma, kernel: str, degree: int, coef0: float) 
         return _matvec_sym(x, v, gamma, kind, degree, coef0, dtype).to(x.dtype)
     P = _Prepared(x, y, kind, dtype)
     B, C = x.shape[0], v.shape[2]
+    if kind != 1:
+        return _blocked_matvec(P, None, v.to(dtype), gamma, kind, degree, coef0, dtype).to(x.dtype)
     vp = pack_panels(v.to(dtype))  # (B, nP, C, W)
     out = _alloc.empty((B, P.N, C), dtype=dtype, device=x.device)
     if out.numel():
         _matvec_fwd(_np(P.xp), _np(P.yp), _np(P.xo), _np(P.yo), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
-                    float(coef0), TAU[dtype], _np(vp), P.N, P.M, _np(out))
+                    _typed(coef0, dtype), _typed(TAU[dtype], dtype), _np(vp), P.N, P.M, _np(out))
     return out.to(x.dtype)
 
 
@@ -599,7 +699,7 @@ def _generic_rows(P, gamma, kind, degree, coef0, umode, U, Gb, V, dtype):
     ggr = _alloc.empty((B, P.N), dtype=dtype, device=P.x.device)
     if P.N:
         _generic_bwd_rows(_np(P.xp), _np(P.yp), _np(P.y), _np(P.xo), _np(P.yo), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind,
-                          int(degree), float(coef0), TAU[dtype], P.N, P.M, umode, _np(U), _np(Gb), _np(V),
+                          int(degree), _typed(coef0, dtype), _typed(TAU[dtype], dtype), P.N, P.M, umode, _np(U), _np(Gb), _np(V),
                           _np(gx), _np(ggr))
     return gx, ggr.sum(1)
 
@@ -686,14 +786,13 @@ def _kernel_block_weights(P, gamma, kind, degree, coef0, dtype, U_rows, need_g=F
             xo = pad_rows(P.xo[:, i0:i1])
             nx = (xp * xp).sum(-1)
             if need_g:
-                _sqdist_block(_np(xp), _np(P.yp), _np(xo), _np(P.yo), _np(nx), _np(P.ny), TAU[dtype], i1 - i0, P.M,
+                _sqdist_block(_np(xp), _np(P.yp), _np(xo), _np(P.yo), _np(nx), _np(P.ny), _typed(TAU[dtype], dtype), i1 - i0, P.M,
                               _np(out))
                 wk = torch.exp(-g * out).mul_(u)
                 dgam = -(wk * out).sum((-1, -2))
                 out.copy_(wk)
                 return dgam
-            _gram_fwd(_np(xp), _np(P.yp), _np(xo), _np(P.yo), _np(nx), _np(P.ny), gam, 0, 0, 0.0, TAU[dtype],
-                      i1 - i0, P.M, _np(out))
+            _kernel_block(P, i0, i1, 0, P.M, gam, 0, 0, 0.0, dtype, out)
             out.mul_(u)
             return None
         s = torch.bmm(P.x[:, i0:i1], P.y.transpose(1, 2), out=out)
@@ -773,7 +872,7 @@ def _rbf_gamma_grad(P, G, K):
         xp = pad_rows(P.x[:, i0:i1])
         xo = pad_rows(P.xo[:, i0:i1])
         nx = (xp * xp).sum(-1)
-        _sqdist_block(_np(xp), _np(P.yp), _np(xo), _np(P.yo), _np(nx), _np(P.ny), TAU[dtype], i1 - i0, P.M, _np(d2))
+        _sqdist_block(_np(xp), _np(P.yp), _np(xo), _np(P.yo), _np(nx), _np(P.ny), _typed(TAU[dtype], dtype), i1 - i0, P.M, _np(d2))
         out -= (G[:, i0:i1] * K[:, i0:i1] * d2).sum((-1, -2))
     return out
 
