@@ -16,9 +16,10 @@ Algorithm by size d:
   ~1.6e-5 relative in ``log S`` on the benchmark matrices (condition ~1e3).
 
 Backward (Daleckii-Krein, METHODS.md C.4.2): ``V [(V^T sym(G) V) o L] V^T``. The cancellation-free
-Loewner matrix ``L`` of the reference is computed in float64 for every dtype (one lane-vectorised
-kernel); the four products run per lane group for d <= 16 and as batched BLAS GEMMs (``torch.matmul``)
-above, where MKL's small-matrix GEMMs beat the lane loops (lanes 1.5x faster at d = 16, GEMMs 4x at d = 64). ``eigh_backward`` (eigenvector gradients of ``spd_eigh``) is a few
+Loewner matrix ``L`` of the reference is computed in float64 for every dtype (lane-vectorised); for
+d <= 16 it is formed per lane group inside the kernel that runs the four products (no (B, d, d) float64
+intermediate: 15 % off the backward at d = 16), above it is materialised and the products run as batched
+BLAS GEMMs (``torch.matmul``), where MKL's small-matrix GEMMs beat the lane loops (lanes 1.5x faster at d = 16, GEMMs 4x at d = 64). ``eigh_backward`` (eigenvector gradients of ``spd_eigh``) is a few
 batched matrix products and runs in PyTorch.
 
 Accuracy: eigenvalues to ``eps * ||S||`` like LAPACK (Jacobi's relative stopping rule does better on
@@ -174,8 +175,10 @@ def _loewner_groups(g0, g1, w, func, p, abs_floor, rel_floor, Lw):
 
 
 @njit(**_JIT)
-def _dk_groups(g0, g1, G, V, Lw, out):
-    """Lane groups g0 .. g1-1: ``out[b] = V [(V^T sym(G[b]) V) o Lw[b]] V^T`` (Daleckii-Krein)."""
+def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
+    """Lane groups g0 .. g1-1: ``out[b] = V [(V^T sym(G[b]) V) o Lw[b]] V^T`` (Daleckii-Krein), the Loewner
+    matrix ``Lw[b]`` of ``f(max(., floor))`` at ``w[b]`` (float64) computed per group in the lanes (not
+    materialised for the batch: the fresh (B, n, n) float64 array cost more than the kernel here)."""
     B, n = G.shape[0], G.shape[1]
     L = LANES
     dt = G.dtype
@@ -184,16 +187,27 @@ def _dk_groups(g0, g1, G, V, Lw, out):
     T = np.empty((n, n, L), dt)
     X = np.empty((n, n, L), dt)
     Ll = np.empty((n, n, L), dt)
+    lam = np.empty((n, L), np.float64)
+    h = np.empty((n, L), np.float64)
+    fh = np.empty((n, L), np.float64)
+    L64 = np.empty((n, n, L), np.float64)
     for g in range(g0, g1):
         b0 = g * L
         nb = min(L, B - b0)
+        for l in range(L):
+            for k in range(n):
+                lam[k, l] = w[b0 + l, k] if l < nb else 1.0
+        loewner_group(lam, func, p, abs_floor, rel_floor, L64, h, fh)
+        for k in range(n):
+            for i in range(n):
+                for l in range(L):
+                    Ll[k, i, l] = L64[k, i, l]
         for l in range(L):
             b = b0 + l
             if l < nb:
                 for k in range(n):
                     for i in range(n):
                         Vt[k, i, l] = V[b, i, k]
-                        Ll[k, i, l] = Lw[b, k, i]
                 for i in range(n):
                     for j in range(i, n):
                         v = dt.type(0.5) * (G[b, i, j] + G[b, j, i])
@@ -349,15 +363,17 @@ def matfun_backward(grad: torch.Tensor, w: torch.Tensor, V: torch.Tensor, func: 
         return _ref.matfun_backward(grad, w, V, func, p, abs_floor, rel_floor)
     if B == 0:
         return _alloc.empty((0, n, n), dtype=V.dtype, device=V.device)
-    Lw = torch.empty((B, n, n), dtype=torch.float64)
-    _parallel(_loewner_groups, _ngroups(B), w.to(torch.float64).contiguous().numpy(), FUNC_CODES[func], float(p),
-              float(abs_floor), float(rel_floor), Lw.numpy())
     V = V.contiguous()
+    w64 = w.to(torch.float64).contiguous().numpy()
     if n > DK_LANES_MAX_D:  # the four products as batched GEMMs
+        Lw = torch.empty((B, n, n), dtype=torch.float64)
+        _parallel(_loewner_groups, _ngroups(B), w64, FUNC_CODES[func], float(p), float(abs_floor),
+                  float(rel_floor), Lw.numpy())
         Vt = V.mT
         X = Vt @ (0.5 * (grad + grad.mT)) @ V
         out = V @ (X * Lw.to(V.dtype)) @ Vt
         return 0.5 * (out + out.mT)
     out = _alloc.empty((B, n, n), dtype=V.dtype, device=V.device)
-    _parallel(_dk_groups, _ngroups(B), grad.numpy(), V.numpy(), Lw.numpy(), out.numpy())
+    _parallel(_dk_groups, _ngroups(B), grad.numpy(), V.numpy(), w64, FUNC_CODES[func], float(p), float(abs_floor),
+              float(rel_floor), out.numpy())
     return out
