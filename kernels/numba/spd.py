@@ -202,31 +202,24 @@ def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
             for i in range(n):
                 for l in range(L):
                     Ll[k, i, l] = L64[k, i, l]
-        for l in range(L):
-            b = b0 + l
-            if l < nb:
-                for k in range(n):
-                    for i in range(n):
-                        Vt[k, i, l] = V[b, i, k]
-                for i in range(n):
-                    for j in range(i, n):
-                        v = dt.type(0.5) * (G[b, i, j] + G[b, j, i])
-                        Gs[i, j, l] = v
-                        Gs[j, i, l] = v
-            else:               # padding lanes: zero problems
-                for k in range(n):
-                    for i in range(n):
-                        Vt[k, i, l] = 1.0 if k == i else 0.0
-                        Ll[k, i, l] = 0.0
-                        Gs[k, i, l] = 0.0
-        dk_group(Vt, Gs, Ll, T, X)
-        for l in range(nb):
-            b = b0 + l
+        for k in range(n):      # gathers and scatters with the lanes innermost (see load_group)
             for i in range(n):
-                out[b, i, i] = Gs[i, i, l]
-                for j in range(i + 1, n):
-                    out[b, i, j] = Gs[i, j, l]
-                    out[b, j, i] = Gs[i, j, l]
+                for l in range(nb):
+                    Vt[k, i, l] = V[b0 + l, i, k]
+                for l in range(nb, L):      # padding lanes: zero problems
+                    Vt[k, i, l] = 1.0 if k == i else 0.0
+                    Ll[k, i, l] = 0.0
+        for i in range(n):
+            for j in range(n):
+                for l in range(nb):
+                    Gs[i, j, l] = dt.type(0.5) * (G[b0 + l, i, j] + G[b0 + l, j, i])
+                for l in range(nb, L):
+                    Gs[i, j, l] = 0.0
+        dk_group(Vt, Gs, Ll, T, X)
+        for i in range(n):
+            for j in range(n):
+                for l in range(nb):
+                    out[b0 + l, i, j] = Gs[i, j, l] if j >= i else Gs[j, i, l]
 
 
 # ---------------------------------------------------------------------------------------------------
