@@ -3,8 +3,9 @@ SciPy's pdist in float64, closed-form gradients (METHODS.md C.3.2), gradcheck, t
 convention (C.3.3), a brute-force scale search (C.3.5), close points in float32, bad input and torch.compile.
 
 Triton runs under its interpreter (16 x 16 tiles): its problems are small but still cross tiles and ragged
-edges. Numba's blocks are 128 points: its larger problems cross blocks, with an odd number of blocks (the
-round-robin bye) and a partial last block.
+edges. Numba's row blocks are 256 points against ~4 MB column chunks: its larger problems cross row blocks with a
+partial last block, and the tests with ``small_numba_blocks`` shrink both (32-row blocks, 24-48-column chunks) so
+that off-diagonal chunks, ragged chunks, close and coincident pairs in every kind of chunk are exercised.
 """
 from __future__ import annotations
 
@@ -215,6 +216,64 @@ def test_numba_aligned_y_is_read_in_place():
     assert torch.equal(ys.detach(), y0)
     (gys,) = torch.autograd.grad(ops.stress(x.detach(), ys, backend="numba").sum(), (ys,))
     assert_close(gys, g[1], rtol=1e-12, atol=1e-14)
+
+
+@pytest.fixture
+def small_numba_blocks(monkeypatch):
+    """Numba stress with 32-row blocks and ~48-column chunks (instead of 256 x ~4096)."""
+    from multialign.kernels.numba import _stress_blas
+
+    monkeypatch.setattr(_stress_blas, "ELEMS", 32 * 48)
+    monkeypatch.setattr(_stress_blas, "BI_MAX", 32)
+    assert _stress_blas.block_sizes(1, 101) == (32, 48)
+    assert _stress_blas.block_sizes(2, 101) == (27, 28)
+
+
+@pytest.mark.parametrize("batch", [(), (2,)])
+def test_numba_small_blocks_cross_chunks(small_numba_blocks, batch):
+    """Odd N over many row blocks and column chunks (diagonal, off-diagonal and ragged ones), strided inputs:
+    value, both gradients and the y-only gradient against SciPy and the closed form (float64)."""
+    x = make_tensor(*batch, 101, 7, seed=60, noncontiguous=True, requires_grad=True)
+    y = make_tensor(*batch, 101, 5, seed=61, noncontiguous=True, requires_grad=True)
+    s = ops.stress(x, y, backend="numba")
+    assert_close(s, _scipy_batch(x, y), dtype=torch.float64)
+    gx, gy = torch.autograd.grad(s.sum(), (x, y))
+    (gy1,) = torch.autograd.grad(ops.stress(x.detach(), y, backend="numba").sum(), (y,))
+    X, Y = _np(x).reshape(-1, 101, 7), _np(y).reshape(-1, 101, 5)
+    for b in range(X.shape[0]):
+        wx, wy = _closed_form_grads(X[b], Y[b])
+        assert_close(gx.reshape(-1, 101, 7)[b], torch.from_numpy(wx), rtol=1e-9, atol=1e-12, name="grad x")
+        assert_close(gy.reshape(-1, 101, 5)[b], torch.from_numpy(wy), rtol=1e-9, atol=1e-12, name="grad y")
+    assert_close(gy1, gy, rtol=1e-12, atol=1e-14)
+
+
+def test_numba_small_blocks_close_and_coincident_pairs_float32(small_numba_blocks):
+    """Close pairs (1e-3 apart at norm 100) and coincident pairs spread over many chunks in float32: the exact
+    recompute and explicit-difference gradient terms on both sides of off-diagonal chunks; gradients
+    with and without the x side."""
+    g = torch.Generator().manual_seed(7)
+    n = 90
+    bx = torch.randn(1, 16, generator=g, dtype=torch.float64)
+    by = torch.randn(1, 3, generator=g, dtype=torch.float64)
+    x = 100 * bx / bx.norm() + 1e-3 * torch.randn(n, 16, generator=g, dtype=torch.float64)
+    y = 100 * by / by.norm() + 1e-3 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    y[70] = y[3]                # coincident pairs in a far chunk and inside one block
+    y[41] = y[40]
+    x[88] = x[5]
+    x, y = x.float(), y.float()
+    x32, y32 = x.clone().requires_grad_(), y.clone().requires_grad_()
+    x64, y64 = x.double().requires_grad_(), y.double().requires_grad_()
+    s32 = ops.stress(x32, y32, backend="numba")
+    want = _scipy_stress(_np(x), _np(y))
+    assert abs(float(s32.detach()) - want) < 1e-4 * want
+    g32 = torch.autograd.grad(s32, (x32, y32))
+    g64 = torch.autograd.grad(ops.stress(x64, y64, backend="torch"), (x64, y64))
+    (gy_only,) = torch.autograd.grad(ops.stress(x32.detach(), y32, backend="numba"), (y32,))
+    for a, b, name in zip((*g32, gy_only), (*g64, g64[1]), ("x", "y", "y only")):
+        assert torch.isfinite(a).all()
+        scale = float(b.abs().max())
+        err = float((a.double() - b).abs().max())
+        assert err < 1e-3 * scale, f"close-point gradient {name}: {err:.3e} vs max {scale:.3e}"
 
 
 # ------------------------------------------------------------------------------------------ gradients
