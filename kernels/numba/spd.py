@@ -191,6 +191,7 @@ def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
     h = np.empty((n, L), np.float64)
     fh = np.empty((n, L), np.float64)
     L64 = np.empty((n, n, L), np.float64)
+    Vn = np.empty((n, n, L), dt)
     for g in range(g0, g1):
         b0 = g * L
         nb = min(L, B - b0)
@@ -215,7 +216,7 @@ def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
                     Gs[i, j, l] = dt.type(0.5) * (G[b0 + l, i, j] + G[b0 + l, j, i])
                 for l in range(nb, L):
                     Gs[i, j, l] = 0.0
-        dk_group(Vt, Gs, Ll, T, X)
+        dk_group(Vt, Gs, Ll, T, X, Vn)
         for i in range(n):
             for j in range(n):
                 for l in range(nb):
