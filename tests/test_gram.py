@@ -143,6 +143,32 @@ def test_numba_larger_float32_against_float64_reference():
                  atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", ["rbf", "linear", "polynomial"])
+def test_numba_gemm_blocks_with_ragged_edges(monkeypatch, kernel):
+    """The GEMM-block paths of the Numba backend with blocks far smaller than the inputs: ragged row and
+    column blocks, the diagonal blocks of K(x, x), float64 against the reference, forward and backward."""
+    from multialign.kernels.numba import gram as ng
+
+    monkeypatch.setattr(ng, "MATVEC_BLOCK_COLS", 7)
+    monkeypatch.setattr(ng, "FWD_BLOCK_ELEMS", 2 * 5 * 7)    # 5-row blocks at B = 2
+    monkeypatch.setattr(ng, "BWD_BLOCK_ELEMS", 2 * 16 * 19)
+    x = make_tensor(2, 37, 6, noncontiguous=True)
+    y = make_tensor(2, 19, 6)
+    v = make_tensor(2, 19, 3)
+    vs = make_tensor(2, 37, 2)
+    K = _ref_gram(x, y, kernel)
+    assert_close(ops.gram_matvec(x, y, v, kernel=kernel, backend="numba"), K @ v, name="K@V blocks")
+    assert_close(ops.gram_matvec(x, None, vs, kernel=kernel, backend="numba"), _ref_gram(x, None, kernel) @ vs,
+                 name="K(x,x)@V blocks")
+    assert_close(ops.mmd2(x, y, kernel=kernel, backend="numba"), ops.mmd2(x, y, kernel=kernel, backend="torch"),
+                 name="mmd2 blocks")
+    xr, yr, vr = (t.clone().requires_grad_() for t in (x, y, v))
+    got = torch.autograd.grad((ops.gram_matvec(xr, yr, vr, kernel=kernel, backend="numba") ** 2).sum(), (xr, yr, vr))
+    want = torch.autograd.grad((ops.gram_matvec(xr, yr, vr, kernel=kernel, backend="torch") ** 2).sum(), (xr, yr, vr))
+    for g, w, n in zip(got, want, "xyv"):
+        assert_close(g, w, name=f"grad {n} blocks")
+
+
 # ------------------------------------------------------------------------------------------ matvec, mmd
 
 

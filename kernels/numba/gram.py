@@ -569,10 +569,17 @@ class _Prepared:
         self.x = xs.contiguous()
         self.y = ys.contiguous()
         self.xp = pad_rows(self.x)
-        self.yp = pack_panels(self.y)
+        self._yp = None
         self.nx = (self.xp * self.xp).sum(-1)
         self.ny = pad_rows((self.y * self.y).sum(-1, keepdim=True), W)[..., 0].contiguous()
         self.N, self.M = xs.shape[1], ys.shape[1]
+
+    @property
+    def yp(self):
+        """y in panels for the register-tile kernels, packed on first use (the GEMM paths never need it)."""
+        if self._yp is None:
+            self._yp = pack_panels(self.y)
+        return self._yp
 
 
 def _np(t):
@@ -640,16 +647,19 @@ def _blocked_matvec(P, sym_x, v, gamma, kind, degree, coef0, dtype):
     if N == 0 or M == 0:
         return out
     gam = _scalars(gamma, dtype)
-    BI = _row_block(B, M, FWD_BLOCK_ELEMS)
-    buf = _workspace(B * min(BI, N) * M, dtype)
+    BJ = min(M, MATVEC_BLOCK_COLS)
+    BI = int(max(16, min(N, FWD_BLOCK_ELEMS // (B * BJ))))   # <= BJ whenever N = M (sym_x)
+    buf = _workspace(B * BI * BJ, dtype)
     for i0 in range(0, N, BI):
         i1 = min(N, i0 + BI)
-        j0 = i0 if sym_x else 0
-        blk = buf[: B * (i1 - i0) * (M - j0)].view(B, i1 - i0, M - j0)
-        _kernel_block(P, i0, i1, j0, M, gam, kind, degree, coef0, dtype, blk)
-        out[:, i0:i1].baddbmm_(blk, v[:, j0:])
-        if sym_x and i1 < M:
-            out[:, i1:].baddbmm_(blk[:, :, i1 - i0:].transpose(1, 2), v[:, i0:i1])
+        for j0 in range(i0 if sym_x else 0, M, BJ):
+            j1 = min(M, j0 + BJ)
+            blk = buf[: B * (i1 - i0) * (j1 - j0)].view(B, i1 - i0, j1 - j0)
+            _kernel_block(P, i0, i1, j0, j1, gam, kind, degree, coef0, dtype, blk)
+            out[:, i0:i1].baddbmm_(blk, v[:, j0:j1])
+            c0 = max(j0, i1)        # K(x, x): columns right of the diagonal block stand for rows too
+            if sym_x and c0 < j1:
+                out[:, c0:j1].baddbmm_(blk[:, :, c0 - j0:].transpose(1, 2), v[:, i0:i1])
     return out
 
 
@@ -722,7 +732,9 @@ def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
     return buf[:numel]
 
 
-FWD_BLOCK_ELEMS = 1 << 23   # elements of one (B, rows, M) block of a forward reduction: 32 MB in float32
+FWD_BLOCK_ELEMS = 1 << 23   # elements of one block of a forward reduction: 32 MB in float32
+MATVEC_BLOCK_COLS = 8192    # columns per block of a forward reduction: at any M a block keeps >= 1024
+                            # rows, an efficient GEMM shape (full-width 64-row blocks at M = 131072 are not)
 BWD_BLOCK_ELEMS = 1 << 21   # ... of a backward pass, which streams three block-sized operands: 8 MB
 
 
