@@ -14,7 +14,8 @@ by ``tl.dot`` from BLOCK = 16, by a broadcast-reduce below):
 ``_spd_dk_kernel``   the Daleckii-Krein backward ``V [(V^T sym(G) V) o L] V^T``: four ``tl.dot`` and the
                      cancellation-free Loewner matrix ``L`` (reference ``loewner``), one program per matrix,
                      for d <= 32; for 32 < d <= 64 the four products run as batched GEMMs around the
-                     kernel's Loewner step (held in registers they spill).
+                     kernel's Loewner step (held in registers they spill), which then runs on
+                     BLOCK x 8 column tiles, one program each (the whole 64 x 64 tile spilled in float64).
 
 Round k pairs index i with ``(k - i) mod (BLOCK - 1)`` (the circle method; the fixed player is
 BLOCK - 1), so every pair meets once per sweep of BLOCK - 1 rounds. Padding rows/columns (d < BLOCK) are
@@ -46,10 +47,18 @@ MAX_SWEEPS = {torch.float32: 20, torch.float64: 30}
 # kernel (gather rounds, one dense product at the end) has no spills at any BLOCK with these warp counts
 # (with 4 warps at BLOCK 16/32 sm_90 kept an 8-24 B stack). The backward's four dense 64 x 64 x 64 products
 # spilled at BLOCK = 64 with every warp count (0.4-1.4 KB of stack), so there they leave the kernel
-# (MAX_FUSED_DK); the Loewner step alone is spill-free with 8 warps except float64 on sm_90 (16 B of
-# stack; 16 warps cap registers at 128 and spill more).
+# (MAX_FUSED_DK). The Loewner step alone on the whole 64 x 64 tile (one program per matrix, 8 warps: 16
+# float64 elements a thread) still spilled in float64: log 255 registers and 16 B of stack on sm_90 (0 B on
+# sm_80), exp 272/488 B and pow 872/1336 B (sm_80/sm_90); 16 warps cap registers at 128 and spill more. So
+# at BLOCK = 64 the kernel runs on BLOCK x _DK_BLOCK_N column tiles, program (matrix, tile), cdiv(d, 8) tiles:
+# 64 x 8 with 4 warps is 4 elements a thread, float64 log 92/94 registers (sm_80/sm_90), sqrt/invsqrt
+# 78-82, exp 100/106, pow 138/142, float32 32-68, stack 0 for every function and both targets, and 3-6
+# blocks (12-24 warps) per SM instead of 1 (8 warps). (64 x 32 with 8 warps: no stack either, but float64
+# 130-230 registers, 1 block per SM; 64 x 16 with 4 warps: exp kept 8 B on sm_90.) The row eigenvalues and
+# f(h) (64 values) are recomputed by each tile's program: O(BLOCK) against O(BLOCK x 8) divided differences.
 _WARPS_EIG = {2: 1, 4: 1, 8: 1, 16: 2, 32: 2, 64: 16}
-_WARPS_DK = {2: 1, 4: 1, 8: 1, 16: 4, 32: 8, 64: 8}
+_WARPS_DK = {2: 1, 4: 1, 8: 1, 16: 4, 32: 8, 64: 4}
+_DK_BLOCK_N = 8   # column tile of the Loewner-only kernel (BLOCK > MAX_FUSED_DK)
 # the backward is fused (all four products in the kernel) up to this BLOCK; at BLOCK = 64 its products
 # spilled 0.4-1.4 KB with every warp count, so there they run as batched GEMMs around the Loewner kernel
 MAX_FUSED_DK = 32
@@ -223,14 +232,21 @@ def _divided_difference(a, b, fa, fb, p, FUNC: tl.constexpr):
 
 @triton.jit
 def _spd_dk_kernel(G_ptr, sgb, sgr, sgc, w_ptr, V_ptr, out_ptr, d, p, abs_floor, rel_floor,
-                   FUNC: tl.constexpr, FUSED: tl.constexpr, BLOCK: tl.constexpr, DT: tl.constexpr):
-    # FUSED: G is the upstream gradient, out = V [(V^T sym(G) V) o L] V^T (four products in registers).
-    # not FUSED: G already holds V^T G V (batched GEMM outside), out = sym(G) o L (the Loewner step only).
+                   FUNC: tl.constexpr, FUSED: tl.constexpr, BLOCK: tl.constexpr, BLOCK_N: tl.constexpr,
+                   DT: tl.constexpr):
+    # FUSED: G is the upstream gradient, out = V [(V^T sym(G) V) o L] V^T (four products in registers);
+    # one program per matrix (BLOCK_N = BLOCK).
+    # not FUSED: G already holds V^T G V (batched GEMM outside), out = sym(G) o L (the Loewner step only,
+    # elementwise): program (b, j) does the BLOCK x BLOCK_N column tile j of matrix b.
     USE_DOT: tl.constexpr = BLOCK >= 16
     b = tl.program_id(0).to(tl.int64)
     r = tl.arange(0, BLOCK)
+    if FUSED:
+        c = r
+    else:
+        c = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows = r[:, None]
-    cols = r[None, :]
+    cols = c[None, :]
     mask = (rows < d) & (cols < d)
     valid = r < d
     base = G_ptr + b * sgb
@@ -239,19 +255,25 @@ def _spd_dk_kernel(G_ptr, sgb, sgr, sgc, w_ptr, V_ptr, out_ptr, d, p, abs_floor,
     G = 0.5 * (G + Gt)
     w = tl.load(w_ptr + b * d + r, mask=valid, other=1.0).to(DT)
     fl = _eig_floor(w, valid, abs_floor, rel_floor)
+    if FUSED:
+        wc = w
+    else:
+        wc = tl.load(w_ptr + b * d + c, mask=c < d, other=1.0).to(DT)
     h = tl.maximum(w, fl)
+    hc = tl.maximum(wc, fl)
     fh = _matfun_scalar(h, p, FUNC)
+    fhc = _matfun_scalar(hc, p, FUNC)
     hi = h[:, None]
-    hj = h[None, :]
+    hj = hc[None, :]
     lo = hi <= hj
     a = tl.where(lo, hi, hj)
     bb = tl.where(lo, hj, hi)
-    fa = tl.where(lo, fh[:, None], fh[None, :])
-    fb = tl.where(lo, fh[None, :], fh[:, None])
+    fa = tl.where(lo, fh[:, None], fhc[None, :])
+    fb = tl.where(lo, fhc[None, :], fh[:, None])
     L = _divided_difference(a, bb, fa, fb, p, FUNC)
     # a clamped eigenvalue: divided difference of f(max(., floor)) = L * (hi - hj) / (wi - wj)
     wi = w[:, None]
-    wj = w[None, :]
+    wj = wc[None, :]
     dw = wi - wj
     clamped = (hi != wi) | (hj != wj)
     ratio = tl.where(dw == 0, 0.0, (hi - hj) / tl.where(dw == 0, 1.0, dw))
@@ -317,6 +339,10 @@ def matfun_forward(S: torch.Tensor, func: str, p: float, abs_floor: float, rel_f
     return _launch_eig(S, True, func, p, abs_floor, rel_floor)
 
 
+def _dk_block_n(BLOCK: int) -> int:
+    return BLOCK if BLOCK <= MAX_FUSED_DK else min(BLOCK, _DK_BLOCK_N)
+
+
 def matfun_backward(grad: torch.Tensor, w: torch.Tensor, V: torch.Tensor, func: str, p: float,
                     abs_floor: float, rel_floor: float) -> torch.Tensor:
     B, d = V.shape[0], V.shape[-1]
@@ -334,9 +360,12 @@ def matfun_backward(grad: torch.Tensor, w: torch.Tensor, V: torch.Tensor, func: 
             # each side of the Loewner step run as batched GEMMs, the kernel does the Hadamard step
             G = V.mT @ grad.to(V.dtype) @ V
             target, out = out, _alloc.empty((B, d, d), dtype=V.dtype, device=V.device)
-        _spd_dk_kernel[(B,)](G, G.stride(0), G.stride(1), G.stride(2), w, V, out, d, float(p),
-                             float(abs_floor), float(rel_floor), FUNC=FUNC_CODES[func], FUSED=fused,
-                             BLOCK=BLOCK, DT=_dt(V.dtype), num_warps=_WARPS_DK[BLOCK])
+        BLOCK_N = _dk_block_n(BLOCK)
+        _spd_dk_kernel[(B, triton.cdiv(d, BLOCK_N))](G, G.stride(0), G.stride(1), G.stride(2), w, V, out, d,
+                                                     float(p), float(abs_floor), float(rel_floor),
+                                                     FUNC=FUNC_CODES[func], FUSED=fused, BLOCK=BLOCK,
+                                                     BLOCK_N=BLOCK_N, DT=_dt(V.dtype),
+                                                     num_warps=_WARPS_DK[BLOCK])
         if not fused:
             Y = V @ out @ V.mT
             out = target
@@ -354,14 +383,14 @@ def _aot_specs():
                    "DT": "constexpr"}
         dk_sig = {"G_ptr": ptr, "sgb": "i32", "sgr": "i32", "sgc": "i32", "w_ptr": ptr, "V_ptr": ptr, "out_ptr": ptr,
                   "d": "i32", "p": "fp32", "abs_floor": "fp32", "rel_floor": "fp32", "FUNC": "constexpr",
-                  "FUSED": "constexpr", "BLOCK": "constexpr", "DT": "constexpr"}
+                  "FUSED": "constexpr", "BLOCK": "constexpr", "BLOCK_N": "constexpr", "DT": "constexpr"}
         for BLOCK in (8, 16, 32, 64):
             specs.append(dict(name=f"spd_eig_log_{fp}_{BLOCK}", fn=_spd_eig_kernel, signature=eig_sig,
                               constexprs={"FUNC": 0, "WANT_F": True, "BLOCK": BLOCK, "DT": _dt(dtype)},
                               num_warps=_WARPS_EIG[BLOCK], num_stages=1))
             specs.append(dict(name=f"spd_dk_log_{fp}_{BLOCK}", fn=_spd_dk_kernel, signature=dk_sig,
                               constexprs={"FUNC": 0, "FUSED": BLOCK <= MAX_FUSED_DK, "BLOCK": BLOCK,
-                                          "DT": _dt(dtype)},
+                                          "BLOCK_N": _dk_block_n(BLOCK), "DT": _dt(dtype)},
                               num_warps=_WARPS_DK[BLOCK], num_stages=1))
     return specs
 
