@@ -40,7 +40,8 @@ import torch
 from numba import njit, prange
 
 _EPI = dict(parallel=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
-CW = 256                  # columns per task of the column pass (fixed: results independent of threads)
+CW = 256                  # columns per task of the column pass
+NG = 8                    # row groups of the epilogue (fixed, each with its own column sums: thread-count independent)
 ELEMS = 1 << 20           # elements per workspace tile (4 MB in float32)
 BI_MAX = 256              # rows per block
 
@@ -73,7 +74,8 @@ def _add_row_term(w, v, b, i, j, G):
 
 
 @njit(**_EPI)
-def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, i0, j0, theta, d_tiny, wx, wy, FX, FY, rowflag, rowacc, Sx, Sy, gx, gy):
+def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, i0, j0, theta, d_tiny, wx, wy, FX, FY, rowflag, rowacc, Sx, Sy, gx, gy,
+              CSX, CSY, NG):
     """In place on A = <x_i, x_j>, C = <y_i, y_j> (B, BI, BJ), rows i0 + a, columns j0 + c (see the module
     docstring). Pairs with j <= i (the diagonal block) are skipped and, when weights are wanted, zeroed.
 
@@ -81,203 +83,208 @@ def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, i0, j0, theta, d_tiny, wx, wy, FX, F
     met a close pair is redone by the scalar loop (exact distances for the close pairs, and for every pair of
     a space whose Gram row the vector loop already overwrote)."""
     B, BI, BJ = A.shape
-    for t in prange(B * BI):
-        b = t // BI
-        a = t % BI
-        i = i0 + a
-        js = min(BJ, max(0, i + 1 - j0))
-        jsu = np.uint64(js)          # unsigned lane indices: LLVM then knows they need no wraparound
-        BJu = np.uint64(BJ)
-        nxi = nx[b, i]
-        nyi = ny[b, i]
+    for t in prange(B * NG):
+        b = t // NG
+        g = t % NG
         zero = A.dtype.type(0)
-        one = A.dtype.type(1)
-        cnt = zero
-        sR = zero
-        sT = zero
-        sQ = zero
-        sE = zero
-        rx = zero
-        ry = zero
-        if wy and not wx:
-            for c in range(jsu, BJu):
-                sx = nxi + nxJ[b, c]
-                sy = nyi + nyJ[b, c]
-                d2x = sx - (A[b, a, c] + A[b, a, c])
-                d2y = sy - (C[b, a, c] + C[b, a, c])
-                cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
-                d2x = max(d2x, zero)
-                d2y = max(d2y, zero)
-                dl = np.sqrt(d2x)
-                dd = np.sqrt(d2y)
-                e = dl - dd
-                sR += e * e
-                sT += d2x
-                sQ += d2y
-                sE += e * dd
-                r = dl / dd if dd > d_tiny else zero
-                C[b, a, c] = r
-                ry += r
-        elif wx and wy:
-            for c in range(jsu, BJu):
-                sx = nxi + nxJ[b, c]
-                sy = nyi + nyJ[b, c]
-                d2x = sx - (A[b, a, c] + A[b, a, c])
-                d2y = sy - (C[b, a, c] + C[b, a, c])
-                cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
-                d2x = max(d2x, zero)
-                d2y = max(d2y, zero)
-                dl = np.sqrt(d2x)
-                dd = np.sqrt(d2y)
-                e = dl - dd
-                sR += e * e
-                sT += d2x
-                sQ += d2y
-                sE += e * dd
-                r = dl / dd if dd > d_tiny else zero
-                s = dd / dl if dl > d_tiny else zero
-                C[b, a, c] = r
-                A[b, a, c] = s
-                ry += r
-                rx += s
-        elif wx:
-            for c in range(jsu, BJu):
-                sx = nxi + nxJ[b, c]
-                sy = nyi + nyJ[b, c]
-                d2x = sx - (A[b, a, c] + A[b, a, c])
-                d2y = sy - (C[b, a, c] + C[b, a, c])
-                cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
-                d2x = max(d2x, zero)
-                d2y = max(d2y, zero)
-                dl = np.sqrt(d2x)
-                dd = np.sqrt(d2y)
-                e = dl - dd
-                sR += e * e
-                sT += d2x
-                sQ += d2y
-                sE += e * dd
-                s = dd / dl if dl > d_tiny else zero
-                A[b, a, c] = s
-                rx += s
-        else:
-            for c in range(jsu, BJu):
-                sx = nxi + nxJ[b, c]
-                sy = nyi + nyJ[b, c]
-                d2x = sx - (A[b, a, c] + A[b, a, c])
-                d2y = sy - (C[b, a, c] + C[b, a, c])
-                cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
-                d2x = max(d2x, zero)
-                d2y = max(d2y, zero)
-                dl = np.sqrt(d2x)
-                dd = np.sqrt(d2y)
-                e = dl - dd
-                sR += e * e
-                sT += d2x
-                sQ += d2y
-                sE += e * dd
-        if wx or wy:
-            for c in range(js):
-                A[b, a, c] = zero
-                C[b, a, c] = zero
-        rowflag[b, a] = cnt > zero
-        if cnt > zero:  # rare: close pairs in this row (scalar code, exact distances and explicit-difference terms)
+        for c in range(BJ):
+            if wx:
+                CSX[t, c] = zero
+            if wy:
+                CSY[t, c] = zero
+        for a in range(g, BI, NG):
+            i = i0 + a
+            js = min(BJ, max(0, i + 1 - j0))
+            jsu = np.uint64(js)          # unsigned lane indices: LLVM then knows they need no wraparound
+            BJu = np.uint64(BJ)
+            nxi = nx[b, i]
+            nyi = ny[b, i]
+            zero = A.dtype.type(0)
+            one = A.dtype.type(1)
+            cnt = zero
             sR = zero
             sT = zero
             sQ = zero
             sE = zero
             rx = zero
             ry = zero
-            for c in range(BJ):
-                if wx:
-                    FX[b, a, c] = zero
-                if wy:
-                    FY[b, a, c] = zero
-            for c in range(js, BJ):
-                j = j0 + c
-                sx = nxi + nx[b, j]
-                sy = nyi + ny[b, j]
-                if wx:  # the Gram row was overwritten
-                    d2x = _exact_sq(x, b, i, j)
-                    fx = d2x < theta * sx
-                else:
+            if wy and not wx:
+                for c in range(jsu, BJu):
+                    sx = nxi + nxJ[b, c]
+                    sy = nyi + nyJ[b, c]
                     d2x = sx - (A[b, a, c] + A[b, a, c])
-                    fx = d2x < theta * sx
-                    d2x = _exact_sq(x, b, i, j) if fx else d2x
-                if wy:
-                    d2y = _exact_sq(y, b, i, j)
-                    fy = d2y < theta * sy
-                else:
                     d2y = sy - (C[b, a, c] + C[b, a, c])
-                    fy = d2y < theta * sy
-                    d2y = _exact_sq(y, b, i, j) if fy else d2y
-                d2x = max(d2x, zero)
-                d2y = max(d2y, zero)
-                dl = np.sqrt(d2x)
-                dd = np.sqrt(d2y)
-                e = dl - dd
-                sR += e * e
-                sT += d2x
-                sQ += d2y
-                sE += e * dd
-                if wy:
+                    cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
+                    d2x = max(d2x, zero)
+                    d2y = max(d2y, zero)
+                    dl = np.sqrt(d2x)
+                    dd = np.sqrt(d2y)
+                    e = dl - dd
+                    sR += e * e
+                    sT += d2x
+                    sQ += d2y
+                    sE += e * dd
                     r = dl / dd if dd > d_tiny else zero
-                    if fy:
-                        C[b, a, c] = zero
-                        FY[b, a, c] = r
-                        if r != zero:
-                            _add_row_term(r, y, b, i, j, gy)
-                    else:
-                        C[b, a, c] = r
-                        ry += r
-                if wx:
+                    C[b, a, c] = r
+                    ry += r
+            elif wx and wy:
+                for c in range(jsu, BJu):
+                    sx = nxi + nxJ[b, c]
+                    sy = nyi + nyJ[b, c]
+                    d2x = sx - (A[b, a, c] + A[b, a, c])
+                    d2y = sy - (C[b, a, c] + C[b, a, c])
+                    cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
+                    d2x = max(d2x, zero)
+                    d2y = max(d2y, zero)
+                    dl = np.sqrt(d2x)
+                    dd = np.sqrt(d2y)
+                    e = dl - dd
+                    sR += e * e
+                    sT += d2x
+                    sQ += d2y
+                    sE += e * dd
+                    r = dl / dd if dd > d_tiny else zero
                     s = dd / dl if dl > d_tiny else zero
-                    if fx:
-                        A[b, a, c] = zero
-                        FX[b, a, c] = s
-                        if s != zero:
-                            _add_row_term(s, x, b, i, j, gx)
+                    C[b, a, c] = r
+                    A[b, a, c] = s
+                    ry += r
+                    rx += s
+            elif wx:
+                for c in range(jsu, BJu):
+                    sx = nxi + nxJ[b, c]
+                    sy = nyi + nyJ[b, c]
+                    d2x = sx - (A[b, a, c] + A[b, a, c])
+                    d2y = sy - (C[b, a, c] + C[b, a, c])
+                    cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
+                    d2x = max(d2x, zero)
+                    d2y = max(d2y, zero)
+                    dl = np.sqrt(d2x)
+                    dd = np.sqrt(d2y)
+                    e = dl - dd
+                    sR += e * e
+                    sT += d2x
+                    sQ += d2y
+                    sE += e * dd
+                    s = dd / dl if dl > d_tiny else zero
+                    A[b, a, c] = s
+                    rx += s
+            else:
+                for c in range(jsu, BJu):
+                    sx = nxi + nxJ[b, c]
+                    sy = nyi + nyJ[b, c]
+                    d2x = sx - (A[b, a, c] + A[b, a, c])
+                    d2y = sy - (C[b, a, c] + C[b, a, c])
+                    cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
+                    d2x = max(d2x, zero)
+                    d2y = max(d2y, zero)
+                    dl = np.sqrt(d2x)
+                    dd = np.sqrt(d2y)
+                    e = dl - dd
+                    sR += e * e
+                    sT += d2x
+                    sQ += d2y
+                    sE += e * dd
+            if wx or wy:
+                for c in range(js):
+                    A[b, a, c] = zero
+                    C[b, a, c] = zero
+            rowflag[b, a] = cnt > zero
+            if cnt > zero:  # rare: close pairs in this row (scalar code, exact distances and explicit-difference terms)
+                sR = zero
+                sT = zero
+                sQ = zero
+                sE = zero
+                rx = zero
+                ry = zero
+                for c in range(BJ):
+                    if wx:
+                        FX[b, a, c] = zero
+                    if wy:
+                        FY[b, a, c] = zero
+                for c in range(js, BJ):
+                    j = j0 + c
+                    sx = nxi + nx[b, j]
+                    sy = nyi + ny[b, j]
+                    if wx:  # the Gram row was overwritten
+                        d2x = _exact_sq(x, b, i, j)
+                        fx = d2x < theta * sx
                     else:
-                        A[b, a, c] = s
-                        rx += s
-        rowacc[b, i, 0] += np.float64(sR)
-        rowacc[b, i, 1] += np.float64(sT)
-        rowacc[b, i, 2] += np.float64(sQ)
-        rowacc[b, i, 3] += np.float64(sE)
-        if wx:
-            Sx[b, i] += rx
-        if wy:
-            Sy[b, i] += ry
+                        d2x = sx - (A[b, a, c] + A[b, a, c])
+                        fx = d2x < theta * sx
+                        d2x = _exact_sq(x, b, i, j) if fx else d2x
+                    if wy:
+                        d2y = _exact_sq(y, b, i, j)
+                        fy = d2y < theta * sy
+                    else:
+                        d2y = sy - (C[b, a, c] + C[b, a, c])
+                        fy = d2y < theta * sy
+                        d2y = _exact_sq(y, b, i, j) if fy else d2y
+                    d2x = max(d2x, zero)
+                    d2y = max(d2y, zero)
+                    dl = np.sqrt(d2x)
+                    dd = np.sqrt(d2y)
+                    e = dl - dd
+                    sR += e * e
+                    sT += d2x
+                    sQ += d2y
+                    sE += e * dd
+                    if wy:
+                        r = dl / dd if dd > d_tiny else zero
+                        if fy:
+                            C[b, a, c] = zero
+                            FY[b, a, c] = r
+                            if r != zero:
+                                _add_row_term(r, y, b, i, j, gy)
+                        else:
+                            C[b, a, c] = r
+                            ry += r
+                    if wx:
+                        s = dd / dl if dl > d_tiny else zero
+                        if fx:
+                            A[b, a, c] = zero
+                            FX[b, a, c] = s
+                            if s != zero:
+                                _add_row_term(s, x, b, i, j, gx)
+                        else:
+                            A[b, a, c] = s
+                            rx += s
+            if wy:  # the row's weights into its group's column sums (the row is still in L1)
+                for c in range(jsu, BJu):
+                    CSY[t, c] += C[b, a, c]
+            if wx:
+                for c in range(jsu, BJu):
+                    CSX[t, c] += A[b, a, c]
+            rowacc[b, i, 0] += np.float64(sR)
+            rowacc[b, i, 1] += np.float64(sT)
+            rowacc[b, i, 2] += np.float64(sQ)
+            rowacc[b, i, 3] += np.float64(sE)
+            if wx:
+                Sx[b, i] += rx
+            if wy:
+                Sy[b, i] += ry
 
 
 @njit(**_EPI)
-def _colpass(Wt, F, rowflag, anyflag, v, i0, j0, S, G):
-    """S[b, j0 + c] += sum_a Wt[b, a, c];  G[b, j0 + c] -= F[b, a, c] (v_{i0+a} - v_{j0+c}) for the flagged rows."""
-    B, BI, BJ = Wt.shape
+def _colpass(F, rowflag, v, i0, j0, G):
+    """G[b, j0 + c] -= F[b, a, c] (v_{i0+a} - v_{j0+c}) for the flagged rows a: the column side of the exact
+    close-pair terms (parallel over fixed column chunks: each task owns its rows of G)."""
+    B, BI, BJ = F.shape
     nc = (BJ + CW - 1) // CW
     D = v.shape[2]
+    zero = F.dtype.type(0)
     for t in prange(B * nc):
         b = t // nc
         c0 = (t % nc) * CW
         c1 = min(BJ, c0 + CW)
-        zero = Wt.dtype.type(0)
-        cs = np.empty(CW, Wt.dtype)
-        for c in range(c1 - c0):
-            cs[c] = zero
         for a in range(BI):
-            for c in range(c1 - c0):
-                cs[c] += Wt[b, a, c0 + c]
-        for c in range(c1 - c0):
-            S[b, j0 + c0 + c] += cs[c]
-        if anyflag:
-            for a in range(BI):
-                if rowflag[b, a]:
-                    i = i0 + a
-                    for c in range(c0, c1):
-                        f = F[b, a, c]
-                        if f != zero:
-                            j = j0 + c
-                            for k in range(D):
-                                G[b, j, k] -= f * (v[b, i, k] - v[b, j, k])
+            if rowflag[b, a]:
+                i = i0 + a
+                for c in range(c0, c1):
+                    f = F[b, a, c]
+                    if f != zero:
+                        j = j0 + c
+                        for k in range(D):
+                            G[b, j, k] -= f * (v[b, i, k] - v[b, j, k])
 
 
 _WS = threading.local()
@@ -315,10 +322,15 @@ def stress_blas(x: torch.Tensor, y: torch.Tensor, need_gx: bool, need_gy: bool, 
     rowacc = np.zeros((B, N, 4), np.float64)
     Sx = np.zeros((B, N) if need_gx else (1, 1), npdt)
     Sy = np.zeros((B, N) if need_gy else (1, 1), npdt)
+    Sx_t, Sy_t = torch.from_numpy(Sx), torch.from_numpy(Sy)
     dummy = np.zeros((1, 1, 1), npdt)
     gxn = gx.numpy() if need_gx else dummy
     gyn = gy.numpy() if need_gy else dummy
     bi, bj = block_sizes(B, N)
+    ng = min(bi, NG)
+    dummy2 = np.zeros((1, 1), npdt)
+    csx = np.empty(B * ng * min(bj, N), npdt) if need_gx else dummy2
+    csy = np.empty(B * ng * min(bj, N), npdt) if need_gy else dummy2
     th = npdt(theta)
     tiny = npdt(d_tiny)
     for i0 in range(0, N, bi):
@@ -335,20 +347,26 @@ def stress_blas(x: torch.Tensor, y: torch.Tensor, need_gx: bool, need_gy: bool, 
             torch.bmm(x[:, i0:i1], x[:, j0:j1].transpose(1, 2), out=A)
             torch.bmm(y[:, i0:i1], y[:, j0:j1].transpose(1, 2), out=C)
             rf = np.empty((B, ni), np.bool_)
+            CSX = csx[:B * ng * nj].reshape(B * ng, nj) if need_gx else dummy2
+            CSY = csy[:B * ng * nj].reshape(B * ng, nj) if need_gy else dummy2
             _epilogue(A.numpy(), C.numpy(), xn, yn, nx, ny, np.ascontiguousarray(nx[:, j0:j1]),
                       np.ascontiguousarray(ny[:, j0:j1]), i0, j0, th, tiny, need_gx, need_gy, FX, FY, rf,
-                      rowacc, Sx, Sy, gxn, gyn)
+                      rowacc, Sx, Sy, gxn, gyn, CSX, CSY, ng)
             anyflag = bool(rf.any())
             if need_gy:
-                _colpass(C.numpy(), FY, rf, anyflag, yn, i0, j0, Sy, gyn)
+                Sy_t[:, j0:j1] += torch.from_numpy(CSY).view(B, ng, nj).sum(1)
+                if anyflag:
+                    _colpass(FY, rf, yn, i0, j0, gyn)
                 gy[:, i0:i1].baddbmm_(C, y[:, j0:j1], alpha=-1)
                 gy[:, j0:j1].baddbmm_(C.transpose(1, 2), y[:, i0:i1], alpha=-1)
             if need_gx:
-                _colpass(A.numpy(), FX, rf, anyflag, xn, i0, j0, Sx, gxn)
+                Sx_t[:, j0:j1] += torch.from_numpy(CSX).view(B, ng, nj).sum(1)
+                if anyflag:
+                    _colpass(FX, rf, xn, i0, j0, gxn)
                 gx[:, i0:i1].baddbmm_(A, x[:, j0:j1], alpha=-1)
                 gx[:, j0:j1].baddbmm_(A.transpose(1, 2), x[:, i0:i1], alpha=-1)
     if need_gy:
-        gy.addcmul_(y, torch.from_numpy(Sy).unsqueeze(-1))
+        gy.addcmul_(y, Sy_t.unsqueeze(-1))
     if need_gx:
-        gx.addcmul_(x, torch.from_numpy(Sx).unsqueeze(-1))
+        gx.addcmul_(x, Sx_t.unsqueeze(-1))
     return torch.from_numpy(rowacc).sum(1)
