@@ -860,8 +860,9 @@ def gram_backward(grad, x, y, gamma, K, kernel: str, degree: int, coef0: float, 
                 return None
         else:
             weights = _kernel_block_weights(P, gamma, kind, degree, coef0, dtype, lambda i0, i1: G[:, i0:i1])
+        # G and K are N x M already: 32 MB blocks (fewer BLAS fork/joins) cost no new order of memory
         gx, gy, gg = _blocked_backward(P.x, P.y, gamma, kind, degree, coef0, dtype, weights, needs[0],
-                                       need_y or (sym and needs[0]), needs[2])
+                                       need_y or (sym and needs[0]), needs[2], FWD_BLOCK_ELEMS)
         if sym and needs[0]:
             gx = gx + gy
             gy = None
