@@ -17,11 +17,22 @@ backward, a reference too large to compute) are skipped by raising NotImplemente
 to one dtype and ``MULTIALIGN_BENCH_BACKENDS=numba,default`` to the listed backends (``.ci/run`` uses all
 three, so that its quick pass runs every benchmark of every op once in a couple of minutes).
 JIT compilation and autotuning happen in ``setup``, never in the timed call.
+
+Start-up: asv's ``--launch-method forkserver`` imports these modules once and forks a fresh process for every
+(benchmark, parameters). Whatever a benchmark's first call would import (the family's kernel modules,
+``torch._dynamo`` behind the custom ops, Numba's LLVM code generator) is therefore loaded here, at import,
+by ``_preload``: once in the server instead of in every fork (~0.5 s in each of the ~110 forks of the
+quick pass that run an op). Nothing runs an op here, so no thread pool (OpenMP, Numba) is started before
+the fork. The float64 reference of the ``Accuracy`` suites runs with one torch thread: it is not timed, and
+its many small multi-threaded PyTorch ops were slowed down up to tenfold (sinkhorn: 0.3 s -> 2-27 s) when
+other processes shared the two cores (OpenMP barriers waiting for a descheduled thread).
 """
+import importlib
 import os
 
 import torch
 
+from multialign import _backend
 from multialign.bench import workloads as W
 
 THREADS = int(os.environ.get("OMP_NUM_THREADS", "2"))
@@ -44,6 +55,36 @@ def family_params(family):
     return ops, backends, sizes, DTYPES
 
 
+_PRELOADED = set()
+
+
+def _preload(family, backends):
+    """Import what the first call of a ``family`` benchmark on ``backends`` would import (see the module
+    docstring); a failure here is left to the benchmark itself to report."""
+    concrete = {"torch"} | {b for b in ("numba", "triton") if b in backends}
+    if "default" in backends and "numba" in W.machine_backends():   # backend="auto" on CPU tensors
+        concrete.add("numba")
+    for b in sorted(concrete):
+        if (family, b) in _PRELOADED:
+            continue
+        _PRELOADED.add((family, b))
+        try:
+            _backend.kernel_module(b, family)
+        except Exception:   # noqa: BLE001 - the benchmark reports it
+            pass
+    if "torch._dynamo" not in _PRELOADED:   # imported by the first custom-op call otherwise
+        _PRELOADED.add("torch._dynamo")
+        try:
+            importlib.import_module("torch._dynamo")
+        except Exception:   # noqa: BLE001
+            pass
+    if "numba" in concrete and "numba" not in _PRELOADED:
+        _PRELOADED.add("numba")
+        import numba
+
+        numba.njit(cache=False)(lambda x: x + 1)(1)   # initialises Numba's code generator (LLVM)
+
+
 def _prepare(op, backend, size, dtype, backward=False):
     w = W.workload(op)
     if size not in [s.label for s in w.sizes]:
@@ -57,6 +98,7 @@ def make_suites(family):
     if params is None:
         return {}
     names = ["op", "backend", "size", "dtype"]
+    _preload(family, params[1])
 
     class Forward:
         timeout = 900
@@ -91,6 +133,12 @@ def make_suites(family):
             self.p = _prepare(op, backend, size, dtype, backward=bool(W.workload(op).grad_args))
             if self.p.size.tier not in self.p.w.reference_tiers:
                 raise NotImplementedError("no float64 reference at this size")
+            self.threads = torch.get_num_threads()
+            torch.set_num_threads(1)   # not timed; see the module docstring
+
+        def teardown(self, op, backend, size, dtype):   # asv calls it after a skipping setup too
+            if getattr(self, "threads", None):
+                torch.set_num_threads(self.threads)
 
         def track_max_rel_err(self, op, backend, size, dtype):
             return self.p.error()[1]
