@@ -30,9 +30,12 @@ The work is in ``_stress_blas.py`` (its docstring has the details). In short:
   counter lanes with float32 data stopped the vectoriser), unsigned lane indices for the rows of the
   diagonal block that start past the diagonal, and constants of the working dtype only.
 * **The two OpenMP pools.** torch (its bundled libgomp) and Numba's ``omp`` layer (the system libgomp) are
-  different runtimes; alternating them per block costs ~nothing on an idle machine (measured), but when
-  the 2-core VM is shared with other busy processes their spinning workers compete and every part of
-  the step (BLAS and Numba alike) slows down several-fold -- so does torch eager itself.
+  two different OpenMP runtimes in this environment (not one shared pool). Alternating them per block costs
+  nothing measurable on an idle machine, but on an oversubscribed one (other busy processes) the spinning
+  workers of Numba's runtime take the cores MKL needs: with two busy processes on the 2-core VM one
+  forward+backward at N = 4096 took 0.7-1.9 s instead of 0.12-0.15 s. ``_stress_blas.passive_numba_pool``
+  therefore starts Numba's pool with ``OMP_WAIT_POLICY=PASSIVE`` (unless it already runs or the user set a
+  policy); idle, that costs nothing measurable here.
 
 float16/bfloat16 are computed in float32 (the ops layer upcasts); pair sums are accumulated per row in
 the working precision and across chunks in float64.
