@@ -44,17 +44,31 @@ def refine_products(Ss, scale, Vt, P, M, nrm):
     """
     n, L = Vt.shape[0], Vt.shape[2]
     n4 = n - n % 4
-    for k in range(n):
-        for i in range(n):
+    n2 = n - n % 2
+    for i in range(n):
+        for k in range(0, n2, 2):   # two rows of P per pass: each row of S is read once for both
             for l in range(L):
                 P[k, i, l] = 0.0
+                P[k + 1, i, l] = 0.0
             for j in range(0, n4, 4):
                 for l in range(L):
-                    P[k, i, l] += (np.float64(Ss[i, j, l]) * np.float64(Vt[k, j, l])
-                                   + np.float64(Ss[i, j + 1, l]) * np.float64(Vt[k, j + 1, l])
-                                   + np.float64(Ss[i, j + 2, l]) * np.float64(Vt[k, j + 2, l])
-                                   + np.float64(Ss[i, j + 3, l]) * np.float64(Vt[k, j + 3, l]))
+                    s0 = np.float64(Ss[i, j, l])
+                    s1 = np.float64(Ss[i, j + 1, l])
+                    s2 = np.float64(Ss[i, j + 2, l])
+                    s3 = np.float64(Ss[i, j + 3, l])
+                    P[k, i, l] += (s0 * np.float64(Vt[k, j, l]) + s1 * np.float64(Vt[k, j + 1, l])
+                                   + s2 * np.float64(Vt[k, j + 2, l]) + s3 * np.float64(Vt[k, j + 3, l]))
+                    P[k + 1, i, l] += (s0 * np.float64(Vt[k + 1, j, l]) + s1 * np.float64(Vt[k + 1, j + 1, l])
+                                       + s2 * np.float64(Vt[k + 1, j + 2, l]) + s3 * np.float64(Vt[k + 1, j + 3, l]))
             for j in range(n4, n):
+                for l in range(L):
+                    sj = np.float64(Ss[i, j, l])
+                    P[k, i, l] += sj * np.float64(Vt[k, j, l])
+                    P[k + 1, i, l] += sj * np.float64(Vt[k + 1, j, l])
+        for k in range(n2, n):
+            for l in range(L):
+                P[k, i, l] = 0.0
+            for j in range(n):
                 for l in range(L):
                     P[k, i, l] += np.float64(Ss[i, j, l]) * np.float64(Vt[k, j, l])
     for k in range(n):
