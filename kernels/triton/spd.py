@@ -392,6 +392,11 @@ def _aot_specs():
                               constexprs={"FUNC": 0, "FUSED": BLOCK <= MAX_FUSED_DK, "BLOCK": BLOCK,
                                           "BLOCK_N": _dk_block_n(BLOCK), "DT": _dt(dtype)},
                               num_warps=_WARPS_DK[BLOCK], num_stages=1))
+        # the Loewner-only kernel's largest divided difference (pow: 1.3 KB of stack on the whole 64 x 64 tile)
+        specs.append(dict(name=f"spd_dk_pow_{fp}_64", fn=_spd_dk_kernel, signature=dk_sig,
+                          constexprs={"FUNC": FUNC_CODES["pow"], "FUSED": False, "BLOCK": 64,
+                                      "BLOCK_N": _dk_block_n(64), "DT": _dt(dtype)},
+                          num_warps=_WARPS_DK[64], num_stages=1))
     return specs
 
 
