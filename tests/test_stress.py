@@ -276,6 +276,16 @@ def test_numba_small_blocks_close_and_coincident_pairs_float32(small_numba_block
         assert err < 1e-3 * scale, f"close-point gradient {name}: {err:.3e} vs max {scale:.3e}"
 
 
+def test_numba_passive_pool_leaves_the_environment_alone():
+    """The Numba path starts Numba's OpenMP pool passive (see kernels/numba/_stress_blas.passive_numba_pool)
+    without leaving OMP_WAIT_POLICY set for the process or its children."""
+    import os
+
+    had = os.environ.get("OMP_WAIT_POLICY")
+    ops.stress(make_tensor(9, 3, seed=70), make_tensor(9, 2, seed=71), backend="numba")
+    assert os.environ.get("OMP_WAIT_POLICY") == had
+
+
 # ------------------------------------------------------------------------------------------ gradients
 
 
