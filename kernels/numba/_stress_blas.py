@@ -6,12 +6,13 @@ triangle only):
 
 1. ``A = x_I x_J^T`` (K = D1) and ``C = y_I y_J^T`` (K = D2) by ``torch.bmm(..., out=workspace)`` (MKL:
    ~2x the register-tile product of ``_tiles.panel_dot`` on the development machine);
-2. ``_epilogue`` (one Numba parallel pass over the rows of the block, in place): squared distances,
-   close pairs recomputed from explicit differences, the four pair sums per row (added to float64 row
-   accumulators: results do not depend on the thread count), and the weight tiles in place of the Gram
-   tiles -- ``C <- r = delta / d`` (y side), ``A <- s = d / delta`` (x side) -- with their row sums;
-3. ``_colpass`` (a Numba parallel pass over fixed column chunks): the column sums of the weight tiles
-   and the column side of the exact close-pair terms;
+2. ``_epilogue`` (one Numba parallel pass over ``NG`` fixed groups of rows of the block, in place):
+   squared distances, close pairs recomputed from explicit differences, the four pair sums per row (added
+   to float64 row accumulators: the sums do not depend on the thread count), and the weight tiles in place
+   of the Gram tiles -- ``C <- r = delta / d`` (y side), ``A <- s = d / delta`` (x side) -- with their row
+   sums and, per row group, their column sums (added up in a fixed order afterwards);
+3. ``_colpass`` (only for blocks with close pairs; parallel over fixed column chunks): the column side of the
+   exact close-pair terms;
 4. the gradient products ``V_I += w v_J`` and ``V_J += w^T v_I`` as ``baddbmm_`` (MKL) into the output.
 
 ``G_p = S_p v_p - V_p + (exact terms)``, ``S_p`` the row sums of the weights over the Gram-form pairs.
@@ -25,10 +26,13 @@ below ``theta (||a||^2 + ||b||^2)`` is recomputed exactly, its weight kept out o
 differences (row side in ``_epilogue``, column side in ``_colpass``: each pass writes rows it owns, no
 races). Coincident pairs (``d <= d_tiny``) get the weight 0 (the minimum-norm subgradient).
 
-Compiler notes: float sums over a row vectorise only with reassociation, so the epilogue passes carry
-``fastmath={"contract", "reassoc"}`` (no ``nnan``/``ninf``: infs and NaNs keep their meaning); every
-constant is built from the data (``a - a``) or arrives as a numpy scalar of the working dtype (a Python
-literal would promote float32 to float64 and stop AVX2 vectorisation). The diagonal block's lower
+Compiler notes (each checked in the assembly: the epilogue ran scalar when one was missed): float sums over
+a row vectorise only with reassociation, so the epilogue passes carry ``fastmath={"contract", "reassoc"}``
+(no ``nnan``/``ninf``: infs and NaNs keep their meaning); ``error_model="numpy"`` (Numba's default guards
+every division with a ZeroDivisionError branch); the close-pair counter is a float (an int64 counter next to
+float32 lanes stopped the vectoriser); row starts past the diagonal are unsigned (``np.uint64``); every
+constant is a scalar of the working dtype (``A.dtype.type(0)``, or a numpy scalar argument: a Python literal
+would promote float32 to float64 and stop the vectoriser). The diagonal block's lower
 triangle is skipped by starting each row at ``j > i`` (no mask in the hot loop) and zeroed for the GEMMs.
 """
 from __future__ import annotations
