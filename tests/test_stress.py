@@ -277,7 +277,7 @@ def test_numba_small_blocks_close_and_coincident_pairs_float32(small_numba_block
 
 
 def test_numba_passive_pool_leaves_the_environment_alone():
-    """The Numba path starts Numba's OpenMP pool passive (see kernels/numba/_stress_blas.passive_numba_pool)
+    """The Numba path starts Numba's OpenMP pool passive (see kernels/numba/_pool.passive_numba_pool)
     without leaving OMP_WAIT_POLICY set for the process or its children."""
     import os
 

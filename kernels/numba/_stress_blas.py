@@ -37,12 +37,13 @@ triangle is skipped by starting each row at ``j > i`` (no mask in the hot loop) 
 """
 from __future__ import annotations
 
-import os
 import threading
 
 import numpy as np
 import torch
 from numba import njit, prange
+
+from ._pool import passive_numba_pool
 
 _EPI = dict(parallel=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 CW = 256                  # columns per task of the column pass
@@ -290,36 +291,6 @@ def _colpass(F, rowflag, v, i0, j0, G):
                         j = j0 + c
                         for k in range(D):
                             G[b, j, k] -= f * (v[b, i, k] - v[b, j, k])
-
-
-_POOL = {"checked": False}
-
-
-def passive_numba_pool() -> None:
-    """Start Numba's OpenMP pool with ``OMP_WAIT_POLICY=PASSIVE`` unless it runs already or the user chose a
-    policy (the variable is set only while the pool starts, then removed again).
-
-    torch (its bundled libgomp) and Numba's ``omp`` layer (the system libgomp) are two OpenMP runtimes.
-    Alternating them per block is free on an idle machine, but libgomp's workers spin for a while after each
-    parallel region, and on an oversubscribed machine (other busy processes) Numba's spinning workers take the
-    cores MKL's threads need: with two busy processes on the 2-core VM one forward+backward at N = 4096 took
-    1.9 s instead of 0.12 s with a passive Numba pool (torch eager: 0.63 s in both). Idle, the passive pool
-    costs nothing measurable here. Only Numba's runtime reads the variable here (torch's was initialised at
-    import); it applies to every Numba kernel of the process started after this call."""
-    if _POOL["checked"]:
-        return
-    _POOL["checked"] = True
-    try:
-        from numba.np.ufunc import parallel
-    except ImportError:  # pragma: no cover
-        return
-    if parallel._is_initialized or "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
-        return
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-    try:
-        parallel._launch_threads()
-    finally:
-        del os.environ["OMP_WAIT_POLICY"]
 
 
 _WS = threading.local()

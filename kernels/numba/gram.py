@@ -44,6 +44,7 @@ from numba import get_num_threads, get_thread_id, njit, prange
 
 from .. import _alloc
 from ._math import exp_nonpos, one_like
+from ._pool import passive_numba_pool
 from ._tiles import R, W, pack_panels, pad_cols, pad_rows, panel_dot, panel_l1
 
 KIND = {"rbf": 0, "laplacian": 1, "linear": 2, "polynomial": 3}
@@ -601,8 +602,9 @@ def _kernel_block(P, i0, i1, j0, j1, gam, kind, degree, coef0, dtype, out):
     """out (B, i1 - i0, j1 - j0) <- k(x_i, y_j) for kinds rbf, linear, polynomial: the inner products
     by a BLAS GEMM (torch.bmm: MKL / OpenBLAS, on its own threads), then ``_gemm_epilogue`` in place.
 
-    The same OpenMP runtime serves torch and Numba's ``omp`` threading layer here, so alternating the
-    two per block costs no thread hand-over (measured)."""
+    torch and Numba run two OpenMP runtimes; Numba's pool is started passive so that its spinning workers
+    do not take the cores MKL needs on a busy machine (``_pool``)."""
+    passive_numba_pool()
     torch.bmm(P.x[:, i0:i1], P.y[:, j0:j1].transpose(1, 2), out=out)
     if kind != 2:
         _gemm_epilogue(_np(out), _np(P.nx[:, i0:i1].contiguous()), _np(P.ny[:, j0:j1].contiguous()),
@@ -761,6 +763,7 @@ def _blocked_backward(x, y, gamma, kind, degree, coef0, dtype, weights, needs_x,
 
     rbf: grad_x_i = -2g (x_i sum_j w_ij - sum_j w_ij y_j). linear/polynomial: grad_x = W y,
     grad_y = W^T x. ``weights`` returns the block's share of grad_gamma (or None)."""
+    passive_numba_pool()
     B, N, D = x.shape
     M = y.shape[1]
     g = gamma.to(dtype).view(B, 1, 1)

@@ -34,7 +34,7 @@ The work is in ``_stress_blas.py`` (its docstring has the details). In short:
   two different OpenMP runtimes in this environment (not one shared pool). Alternating them per block costs
   nothing measurable on an idle machine, but on an oversubscribed one (other busy processes) the spinning
   workers of Numba's runtime take the cores MKL needs: with two busy processes on the 2-core VM one
-  forward+backward at N = 4096 took 0.7-1.9 s instead of 0.12-0.15 s. ``_stress_blas.passive_numba_pool``
+  forward+backward at N = 4096 took 0.7-1.9 s instead of 0.12-0.15 s. ``_pool.passive_numba_pool``
   therefore starts Numba's pool with ``OMP_WAIT_POLICY=PASSIVE`` (unless it already runs or the user set a
   policy); idle, that costs nothing measurable here.
 
