@@ -56,8 +56,10 @@ MAX_SWEEPS = {torch.float32: 20, torch.float64: 30}
 # blocks (12-24 warps) per SM instead of 1 (8 warps). (64 x 32 with 8 warps: no stack either, but float64
 # 130-230 registers, 1 block per SM; 64 x 16 with 4 warps: exp kept 8 B on sm_90.) The row eigenvalues and
 # f(h) (64 values) are recomputed by each tile's program: O(BLOCK) against O(BLOCK x 8) divided differences.
+# The fused backward at BLOCK = 16 with 4 warps kept 8 B of stack in float64 sqrt on sm_90 (96 registers);
+# with 2 warps every function and dtype is at stack 0 on both targets (fp64: 94-146 registers, fp32: 56-72).
 _WARPS_EIG = {2: 1, 4: 1, 8: 1, 16: 2, 32: 2, 64: 16}
-_WARPS_DK = {2: 1, 4: 1, 8: 1, 16: 4, 32: 8, 64: 4}
+_WARPS_DK = {2: 1, 4: 1, 8: 1, 16: 2, 32: 8, 64: 4}
 _DK_BLOCK_N = 8   # column tile of the Loewner-only kernel (BLOCK > MAX_FUSED_DK)
 # the backward is fused (all four products in the kernel) up to this BLOCK; at BLOCK = 64 its products
 # spilled 0.4-1.4 KB with every warp count, so there they run as batched GEMMs around the Loewner kernel
@@ -392,6 +394,11 @@ def _aot_specs():
                               constexprs={"FUNC": 0, "FUSED": BLOCK <= MAX_FUSED_DK, "BLOCK": BLOCK,
                                           "BLOCK_N": _dk_block_n(BLOCK), "DT": _dt(dtype)},
                               num_warps=_WARPS_DK[BLOCK], num_stages=1))
+        # the fused backward's sqrt, the one function that spilled at BLOCK = 16 (float64, sm_90, 4 warps)
+        specs.append(dict(name=f"spd_dk_sqrt_{fp}_16", fn=_spd_dk_kernel, signature=dk_sig,
+                          constexprs={"FUNC": FUNC_CODES["sqrt"], "FUSED": True, "BLOCK": 16,
+                                      "BLOCK_N": _dk_block_n(16), "DT": _dt(dtype)},
+                          num_warps=_WARPS_DK[16], num_stages=1))
         # the Loewner-only kernel's largest divided difference (pow: 1.3 KB of stack on the whole 64 x 64 tile)
         specs.append(dict(name=f"spd_dk_pow_{fp}_64", fn=_spd_dk_kernel, signature=dk_sig,
                           constexprs={"FUNC": FUNC_CODES["pow"], "FUSED": False, "BLOCK": 64,
