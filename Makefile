@@ -63,7 +63,7 @@ bench-compare: $(VENV)/.bench-installed
 # the static GPU report (keeps docs/bench-results/gpu_static.json); BENCH_DOCS_ARGS="--compare
 # --sizes medium,large --peer-cases-only --tuned-malloc peers" is the broad (~1 h) comparison of every peer case.
 BENCH_DOCS_OPS  ?= spd stress sinkhorn gram mmd
-BENCH_DOCS_ARGS ?= --compare --bars --tuned-malloc peers --reps 3 --budget 1
+BENCH_DOCS_ARGS ?= --compare --bars --tuned-malloc all --reps 3 --budget 1
 BENCH_DOCS_KEEP ?=
 BENCH_DOCS_STATIC ?= 1
 BENCH_LOCK      ?=
