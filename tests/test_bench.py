@@ -183,13 +183,26 @@ def test_merge_replaces_the_rerun_cases_and_keeps_the_others():
     assert "merged from 2 runs" in report.markdown(m, report.rows(m), [], ".")
 
 
+def test_best_of_processes_keeps_the_fastest_and_every_median():
+    from multialign.bench.runner import _best_of_processes
+
+    recs = [{"status": "ok", "median_s": 3.0, "max_abs_err": 1e-7, "max_rel_err": 2e-7},
+            {"status": "ok", "median_s": 1.0}, {"status": "timeout"}]
+    best = _best_of_processes(lambda k: recs[k], 3)
+    assert best["median_s"] == 1.0 and best["process_medians_s"] == [3.0, 1.0, None]
+    assert best["max_abs_err"] == 1e-7 and best["max_rel_err"] == 2e-7
+    assert _best_of_processes(lambda k: recs[2], 2)["status"] == "timeout"
+    assert "process_medians_s" not in _best_of_processes(lambda k: recs[0], 1)
+
+
 def test_cli_parses_bench_options():
     from multialign.cli import build_parser
 
     a = build_parser().parse_args(["bench", "--op", "mmd", "--sizes", "small", "--compare", "--out", "x"])
     assert a.op == ["mmd"] and a.sizes == ["small"] and a.compare and a.out == "x" and not a.gpu_static
     a = build_parser().parse_args(["bench", "--op", "gram", "--op", "spd", "--peer-sizes", "small,medium"])
-    assert a.op == ["gram", "spd"] and a.peer_sizes == ["small,medium"]
+    assert a.op == ["gram", "spd"] and a.peer_sizes == ["small,medium"] and a.procs == 1
+    assert build_parser().parse_args(["bench", "--procs", "3"]).procs == 3
 
 
 def test_cli_end_to_end_writes_json_csv_markdown_and_the_docs_page(tmp_path):
