@@ -3,23 +3,21 @@ import numpy as np
 import pytest
 from numba import njit
 
-from multialign.kernels.numba._math import exp_nonpos, fast_exp, one_like
+from multialign.kernels.numba._math import exp_flush, fast_exp, one_like
 
 
-@njit(cache=False)
-def _apply_fast(a):
-    out = np.empty_like(a)
-    for i in range(a.shape[0]):
-        out[i] = fast_exp(a[i])
-    return out
+def _elementwise(f):
+    @njit(cache=False)
+    def apply(a):
+        out = np.empty_like(a)
+        for i in range(a.shape[0]):
+            out[i] = f(a[i])
+        return out
+    return apply
 
 
-@njit(cache=False)
-def _apply_nonpos(a):
-    out = np.empty_like(a)
-    for i in range(a.shape[0]):
-        out[i] = exp_nonpos(a[i])
-    return out
+_apply_fast = _elementwise(fast_exp)
+_apply_flush = _elementwise(exp_flush)
 
 
 @njit(cache=False)
@@ -35,15 +33,17 @@ def _ulps(got, v, dtype):
     return (err[normal] / ulp[normal]).max(), err[~normal].max(initial=0.0)
 
 
-@pytest.mark.parametrize("dtype, lo, max_ulp", [(np.float32, -100.0, 3.0), (np.float64, -745.0, 2.0)])
-def test_exp_nonpos_accuracy(dtype, lo, max_ulp):
+@pytest.mark.parametrize("dtype, lo, hi, flush", [(np.float32, -100.0, 88.0, -87.0), (np.float64, -745.0, 709.0, -708.0)])
+def test_exp_flush_accuracy_and_special_values(dtype, lo, hi, flush):
     rng = np.random.default_rng(0)
-    v = np.concatenate([np.linspace(lo, 0.0, 200_003), -rng.exponential(2.0, 100_000), [0.0, -0.0]]).astype(dtype)
-    ulp, tiny_err = _ulps(_apply_nonpos(v), v, dtype)
-    assert ulp <= max_ulp
-    assert tiny_err <= np.finfo(dtype).tiny        # results below the normal range are 0 or subnormal
-    assert _apply_nonpos(np.array([np.nan], dtype))[0] != _apply_nonpos(np.array([np.nan], dtype))[0]
-    assert _apply_nonpos(np.array([-np.inf], dtype))[0] == 0.0
+    v = np.concatenate([np.linspace(lo, hi, 300_007), -rng.exponential(2.0, 100_000), [0.0, -0.0]]).astype(dtype)
+    got = _apply_flush(v)
+    ok = v >= flush
+    ulp, _ = _ulps(got[ok], v[ok], dtype)
+    assert ulp <= 3.0
+    assert np.all(got[~ok] == 0.0)                   # flushed: the true value is below ~1.7e-38 / 3e-308
+    special = _apply_flush(np.array([-np.inf, np.inf, np.nan, 1000.0], dtype))
+    assert special[0] == 0.0 and special[1] == np.inf and np.isnan(special[2]) and special[3] == np.inf
 
 
 @pytest.mark.parametrize("dtype, hi, max_ulp", [(np.float32, 88.0, 3.0), (np.float64, 709.0, 3.0)])

@@ -7,7 +7,8 @@ polynomial, with the power of two built by bit manipulation; LLVM turns loops ov
 Accuracy (measured against float64 ``np.exp``, tests/test_numba_math.py): about 2 ulp in float32
 and 2 ulp in float64, across the whole range including subnormal results.
 Special values are exact: ``exp(-inf) = 0``, ``exp(+inf) = inf``, ``exp(nan) = nan``, overflow gives
-``inf`` and underflow ``0`` -- the log-domain Sinkhorn kernels rely on ``exp(-inf) = 0``.
+``inf`` and underflow ``0``. :func:`exp_flush` is the cheaper variant on the normal range only (results
+below it are 0); the log-domain Sinkhorn kernels rely on its ``exp(-inf) = 0``.
 """
 from __future__ import annotations
 
@@ -135,32 +136,37 @@ def _one_like_overload(v):
 
 
 @njit(inline="always")
-def _expneg32(v):
-    # v <= 0 expected (a kernel value exp(-gamma d)); NaN propagates (the comparison keeps it).
-    a = _F(-87.6) if v < _F(-87.6) else v
-    t = a * _F(1.4426950408889634) + _F(12582912.0)
+def _exp_flush32(v):
+    # exp on the normal range only: 0 below -87 (exact at -inf), inf above 88, NaN stays NaN. Without
+    # subnormal results one power-of-two factor suffices, which saves the two-factor scaling of fast_exp.
+    u = _F(-87.0) if v < _F(-87.0) else v
+    u = _F(88.0) if u > _F(88.0) else u
+    t = u * _F(1.4426950408889634) + _F(12582912.0)
     k = t - _F(12582912.0)
     ki = _bits_f32(t) - np.int32(0x4B400000)
-    r = a - k * _F(0.693145751953125)
+    r = u - k * _F(0.693145751953125)
     r = r - k * _F(1.4286068203094172e-06)
-    p = _F(1.0 / 720.0)
+    p = _F(1.0 / 5040.0)
+    p = p * r + _F(1.0 / 720.0)
     p = p * r + _F(1.0 / 120.0)
     p = p * r + _F(1.0 / 24.0)
     p = p * r + _F(1.0 / 6.0)
     p = p * r + _F(0.5)
     p = p * r + _F(1.0)
     p = p * r + _F(1.0)
-    e = p * _float_i32((ki + np.int32(127)) << np.int32(23))
-    return _F(0.0) if v < _F(-87.6) else e
+    res = _float_i32(_bits_f32(p) + (ki << np.int32(23)))
+    res = _F(0.0) if v < _F(-87.0) else res
+    return _F(np.inf) if v > _F(88.0) else res
 
 
 @njit(inline="always")
-def _expneg64(v):
-    a = -708.7 if v < -708.7 else v
-    t = a * 1.4426950408889634 + 6755399441055744.0
+def _exp_flush64(v):
+    u = -708.0 if v < -708.0 else v
+    u = 709.0 if u > 709.0 else u
+    t = u * 1.4426950408889634 + 6755399441055744.0
     k = t - 6755399441055744.0
     ki = _bits_f64(t) - np.int64(0x4338000000000000)
-    r = a - k * 0.6931471803691238
+    r = u - k * 0.6931471803691238
     r = r - k * 1.9082149292705877e-10
     p = 1.0 / 6227020800.0
     p = p * r + 1.0 / 479001600.0
@@ -176,22 +182,23 @@ def _expneg64(v):
     p = p * r + 0.5
     p = p * r + 1.0
     p = p * r + 1.0
-    e = p * _float_i64((ki + np.int64(1023)) << np.int64(52))
-    return 0.0 if v < -708.7 else e
+    res = _float_i64(_bits_f64(p) + (ki << np.int64(52)))  # logical shift: vectorises on AVX2
+    res = 0.0 if v < -708.0 else res
+    return np.inf if v > 709.0 else res
 
 
-def exp_nonpos(v):  # pragma: no cover - replaced by the overload inside jitted code
-    """exp(v) for v <= 0 (kernel values), about 3x cheaper than :func:`fast_exp`: one scale factor, no
-    overflow handling, a degree-6 (float32) / 13 (float64) polynomial: 3 ulp / 1 ulp. v < -87.6
-    (float32) or v < -708.7 (float64) gives 0 (the true value is below 1e-38 / 1e-307); subnormal
-    results above that are computed. NaN propagates. Positive v up to ~88 / ~709 is still correct."""
+def exp_flush(v):  # pragma: no cover - replaced by the overload inside jitted code
+    """exp(v) inside Numba code on the normal range only, about 3x cheaper than :func:`fast_exp` (one
+    power-of-two factor, no subnormal results): v < -87 (float32) / -708 (float64) gives 0, exactly 0 at
+    -inf; v > 88 / 709 gives inf; NaN propagates. The log-domain Sinkhorn passes and the kernel values of
+    the Gram tiles use it."""
     return np.exp(v)
 
 
-@overload(exp_nonpos, inline="always")
-def _exp_nonpos_overload(v):
+@overload(exp_flush, inline="always")
+def _exp_flush_overload(v):
     if v == types.float32:
-        return lambda v: _expneg32(v)
+        return lambda v: _exp_flush32(v)
     if v == types.float64:
-        return lambda v: _expneg64(v)
+        return lambda v: _exp_flush64(v)
     return None

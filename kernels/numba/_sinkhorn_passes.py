@@ -18,7 +18,7 @@ Where the cost tile comes from:
 * a cost matrix in memory (``fill_*matrix_rows`` / ``fill_*matrix_cols``).
 
 Measured in isolation (one thread, float32, this 2-core VM under load): exponential + store ~0.7 ns per
-element with ``exp_lse`` below against ~1.0 with ``_math.fast_exp``; fusing the row sum into the
+element with ``exp_flush`` below against ~1.0 with ``_math.fast_exp``; fusing the row sum into the
 exponential loop stopped LLVM from vectorising it (9 ns/element), so the sum is a separate sweep over the
 L1-resident block on ``W``-lane partial accumulators (LLVM will not vectorise a scalar float sum without
 reassociation). No blanket fastmath: -inf and NaN must survive.
@@ -31,78 +31,12 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ._math import _bits_f32, _bits_f64, _float_i32, _float_i64
+from ._math import exp_flush
 from ._tiles import R, W, panel_dot, rows_matmul_acc
 
 _JIT = dict(cache=True, fastmath={"contract"}, nogil=True, _nrt=False)
 _INL = dict(_JIT, inline="always")  # small helpers: inlined in Numba IR, so not re-optimised at every call level
 _F = np.float32
-
-
-@njit(inline="always")
-def _exp_lse32(v):
-    # exp on the normal range only: 0 below -87 (exact at -inf), inf above 88, NaN stays NaN. Without
-    # subnormal results one power-of-two factor suffices, which saves the two-factor scaling of fast_exp.
-    u = _F(-87.0) if v < _F(-87.0) else v
-    u = _F(88.0) if u > _F(88.0) else u
-    t = u * _F(1.4426950408889634) + _F(12582912.0)
-    k = t - _F(12582912.0)
-    ki = _bits_f32(t) - np.int32(0x4B400000)
-    r = u - k * _F(0.693145751953125)
-    r = r - k * _F(1.4286068203094172e-06)
-    p = _F(1.0 / 5040.0)
-    p = p * r + _F(1.0 / 720.0)
-    p = p * r + _F(1.0 / 120.0)
-    p = p * r + _F(1.0 / 24.0)
-    p = p * r + _F(1.0 / 6.0)
-    p = p * r + _F(0.5)
-    p = p * r + _F(1.0)
-    p = p * r + _F(1.0)
-    res = _float_i32(_bits_f32(p) + (ki << np.int32(23)))
-    res = _F(0.0) if v < _F(-87.0) else res
-    return _F(np.inf) if v > _F(88.0) else res
-
-
-@njit(inline="always")
-def _exp_lse64(v):
-    u = -708.0 if v < -708.0 else v
-    u = 709.0 if u > 709.0 else u
-    t = u * 1.4426950408889634 + 6755399441055744.0
-    k = t - 6755399441055744.0
-    ki = _bits_f64(t) - np.int64(0x4338000000000000)
-    r = u - k * 0.6931471803691238
-    r = r - k * 1.9082149292705877e-10
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    res = _float_i64(_bits_f64(p) + (ki << np.int64(52)))  # logical shift: vectorises on AVX2
-    res = 0.0 if v < -708.0 else res
-    return np.inf if v > 709.0 else res
-
-
-def exp_lse(v):  # pragma: no cover - replaced by the overload inside jitted code
-    """exp(v) inside Numba code, flushing results below the normal range to 0."""
-    return np.exp(v)
-
-
-@overload(exp_lse, inline="always")
-def _exp_lse_overload(v):
-    if v == types.float32:
-        return lambda v: _exp_lse32(v)
-    if v == types.float64:
-        return lambda v: _exp_lse64(v)
-    return None
 
 
 @njit(**_JIT)
@@ -131,7 +65,7 @@ def fill_exp_points(A, i0, Bp, nrow, ncol, h, shift, inv, Z, acc, zero, two):
             for l in range(W):
                 c = nr + ncol[j0 + l] - two * acc[r, l]
                 c = c if c > zero else zero
-                Z[r, j0 + l] = exp_lse(h[j0 + l] - sh - c * inv)
+                Z[r, j0 + l] = exp_flush(h[j0 + l] - sh - c * inv)
 
 
 @njit(**_INL)
@@ -154,7 +88,7 @@ def fill_exp_matrix_rows(Cb, i0, nr, h, shift, inv, Z, width, zero):
         i = i0 + r
         sh = shift[r]
         for j in range(M):
-            Z[r, j] = exp_lse(h[j] - sh - Cb[i, j] * inv)
+            Z[r, j] = exp_flush(h[j] - sh - Cb[i, j] * inv)
         for j in range(M, width):
             Z[r, j] = zero
 
@@ -177,7 +111,7 @@ def fill_exp_matrix_cols(Cb, j0, nr, h, shift, inv, Z, width, zero):
     N = Cb.shape[0]
     for i in range(N):
         for r in range(nr):
-            Z[r, i] = exp_lse(h[i] - shift[r] - Cb[i, j0 + r] * inv)
+            Z[r, i] = exp_flush(h[i] - shift[r] - Cb[i, j0 + r] * inv)
     for r in range(nr):
         for i in range(N, width):
             Z[r, i] = zero
@@ -242,7 +176,7 @@ def exact_row(Z2, r, width, lane, zero, ninf):
     if m == ninf:  # a row with no mass anywhere: exp(-inf - 0) = 0 instead of NaN
         m = zero
     for j in range(width):
-        Z2[r, j] = exp_lse(Z2[r, j] - m)
+        Z2[r, j] = exp_flush(Z2[r, j] - m)
     for l in range(W):
         lane[l] = zero
     for j in range(0, width, W):
@@ -369,7 +303,7 @@ def build_kernel_rows(src, A, Bp, nrow, ncol, Cb, n_rows, M, width, hk, fpot, bw
             for j in range(M):
                 v = Z[r, j] + fi
                 v = v if v < emax else emax
-                K[i, j] = exp_lse(v) if bw[j] > zero else zero
+                K[i, j] = exp_flush(v) if bw[j] > zero else zero
             fh[i] = fpot[i]
 
 
@@ -425,10 +359,10 @@ def scale_row_pass(K, n_rows, M, bv, lbv, f, fh, a, eps, inv, damp, tau, lo, hi,
                     lane[l] = zero
                 for j0 in range(0, Mv, W):
                     for l in range(W):
-                        lane[l] += exp_lse(Z[r, j0 + l] + lbv[j0 + l] - m)
+                        lane[l] += exp_flush(Z[r, j0 + l] + lbv[j0 + l] - m)
                 s = zero
                 for j in range(Mv, M):
-                    s += exp_lse(Z[r, j] + lbv[j] - m)
+                    s += exp_flush(Z[r, j] + lbv[j] - m)
                 for l in range(W):
                     s += lane[l]
                 new = -damp * eps * (m + math.log(s))
@@ -440,7 +374,7 @@ def scale_row_pass(K, n_rows, M, bv, lbv, f, fh, a, eps, inv, damp, tau, lo, hi,
                 for j in range(M):
                     v = Z[r, j] + fi
                     v = v if v < emax else emax
-                    K[i, j] = exp_lse(v) if bw[j] > zero else zero
+                    K[i, j] = exp_flush(v) if bw[j] > zero else zero
                 cbuf[r] = a[i]
         else:
             for r in range(nr):
@@ -557,7 +491,7 @@ def plan_rows(Cb, aw, bw, f, g, inv, gr, lo, hi, gC, rho_out, colsum, zero):
         ai = aw[i]
         s = zero
         for j in range(M):
-            q = exp_lse(fi + g[j] * inv - Cb[i, j] * inv)
+            q = exp_flush(fi + g[j] * inv - Cb[i, j] * inv)
             bq = bw[j] * q if bw[j] > zero else zero
             s += bq
             gC[i, j] = gr * ai * bq if ai > zero else zero

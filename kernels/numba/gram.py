@@ -27,7 +27,7 @@ Tricks, and why they are faster or safer than the obvious code:
 * **Working precision everywhere.** Numba types a Python int or float literal as int64 / float64, and
   ``2 * a`` or ``max(a, 0)`` with a float32 ``a`` then runs in scalar float64: constants come from the data
   (``a + a``, ``t - t``) or arrive as numpy scalars of the working dtype (``_typed``).
-* **Vectorised exp** in the register-tile kernels (``_math.exp_nonpos``: kernel arguments are <= 0), not
+* **Vectorised exp** in the register-tile kernels (``_math.exp_flush``: kernel arguments are <= 0), not
   libm's scalar ``exp``.
 * The rbf backward of ``gram`` reuses the saved output K (w = G * K needs no exp); the products
   ``W y`` and ``W^T x`` of every backward are BLAS GEMMs over row blocks of W.
@@ -43,7 +43,7 @@ import torch
 from numba import get_num_threads, get_thread_id, njit, prange
 
 from .. import _alloc
-from ._math import exp_nonpos, one_like
+from ._math import exp_flush, one_like
 from ._pool import passive_numba_pool
 from ._tiles import R, W, pack_panels, pad_cols, pad_rows, panel_dot, panel_l1
 
@@ -111,12 +111,12 @@ def _kernel_tile(kind, Xp, i0, Yp, p, Xo, Yo, nx, ny, g, degree, coef0, tau, M, 
         _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, s)
         for r in range(R):
             for l in range(W):
-                acc[r, l] = exp_nonpos(-g * s[r, l])
+                acc[r, l] = exp_flush(-g * s[r, l])
     elif kind == 1:
         panel_l1(Xp, i0, Yp, p, s)
         for r in range(R):
             for l in range(W):
-                acc[r, l] = exp_nonpos(-g * s[r, l])
+                acc[r, l] = exp_flush(-g * s[r, l])
     elif kind == 2:
         panel_dot(Xp, i0, Yp, p, s)
         for r in range(R):
@@ -157,7 +157,7 @@ def _gram_fwd(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
 @njit(**_FLAGS)
 def _gemm_epilogue(K, nx, ny, Xo, Yo, gam, kind, degree, coef0, tau):
     """In place on K (B, N, M) = <x_i, y_j> from a BLAS GEMM: rbf -> the exponent -gamma d2 (the caller
-    applies torch's exp, measured 2x faster than ``exp_nonpos`` in this loop), polynomial ->
+    applies torch's exp, measured 2x faster than ``exp_flush`` in this loop), polynomial ->
     (gamma s + coef0)^degree.
 
     rbf: d2 = ||x||^2 + ||y||^2 - 2 s on the centred points; an entry below ``tau (||x||^2 + ||y||^2)``
@@ -456,14 +456,14 @@ def _weights_tile(kind, Xp, i0, Yp, p, Xo, Yo, nx, ny, g, degree, coef0, tau, M,
         _sqdist_tile(Xp, i0, Yp, p, Xo, Yo, nx, ny, tau, M, s)
         for r in range(R):
             for l in range(W):
-                t = u[r, l] * exp_nonpos(-g * s[r, l])
+                t = u[r, l] * exp_flush(-g * s[r, l])
                 w[r, l] = t
                 dg[r, l] = -t * s[r, l]
     elif kind == 1:
         panel_l1(Xp, i0, Yp, p, s)
         for r in range(R):
             for l in range(W):
-                t = u[r, l] * exp_nonpos(-g * s[r, l])
+                t = u[r, l] * exp_flush(-g * s[r, l])
                 w[r, l] = -g * t
                 dg[r, l] = -t * s[r, l]
     elif kind == 2:

@@ -37,7 +37,8 @@ import torch
 from numba import njit
 
 from .. import _alloc
-from ._sinkhorn_passes import (build_kernel_rows, envelope_rows, exp_lse, finalize_cols, log_row_pass, plan_rows,
+from ._math import exp_flush
+from ._sinkhorn_passes import (build_kernel_rows, envelope_rows, finalize_cols, log_row_pass, plan_rows,
                                scale_row_pass)
 from ._tiles import R, W, pack_panels, pad_rows
 
@@ -101,7 +102,7 @@ def _prepare(b, t, prm, eps0, wts, pot, wrk, si, dims, tv):
     else:
         for j in range(M):
             d = (g[b, j] - gh[b, j]) * inv
-            v = exp_lse(d)
+            v = exp_flush(d)
             H[b, j] = bw[b, j] * v
             LBV[b, j] = lbw[b, j] + d
             HK[b, j] = gh[b, j] * inv
