@@ -37,13 +37,12 @@ triangle is skipped by starting each row at ``j > i`` (no mask in the hot loop) 
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 from numba import njit, prange
 
 from ._pool import passive_numba_pool
+from ._scratch import workspace
 
 _EPI = dict(parallel=True, cache=True, fastmath={"contract", "reassoc"}, error_model="numpy")
 CW = 256                  # columns per task of the column pass
@@ -293,19 +292,6 @@ def _colpass(F, rowflag, v, i0, j0, G):
                             G[b, j, k] -= f * (v[b, i, k] - v[b, j, k])
 
 
-_WS = threading.local()
-
-
-def _workspace(slot: int, numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """Per-thread scratch that only grows (freshly mapped pages are slow to touch on the development VM)."""
-    key = f"s{slot}_{dtype}"
-    buf = getattr(_WS, key, None)
-    if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, dtype=dtype)
-        setattr(_WS, key, buf)
-    return buf[:numel]
-
-
 def block_sizes(B: int, N: int) -> tuple[int, int]:
     bi = min(N, BI_MAX)
     if B * bi * bi > ELEMS:
@@ -347,10 +333,10 @@ def stress_blas(x: torch.Tensor, y: torch.Tensor, need_gx: bool, need_gy: bool, 
             j1 = min(N, j0 + bj)
             nj = j1 - j0
             n = B * ni * nj
-            A = _workspace(0, n, dt).view(B, ni, nj)
-            C = _workspace(1, n, dt).view(B, ni, nj)
-            FX = _workspace(2, n, dt).view(B, ni, nj).numpy() if need_gx else dummy
-            FY = _workspace(3, n, dt).view(B, ni, nj).numpy() if need_gy else dummy
+            A = workspace("stress0", n, dt).view(B, ni, nj)
+            C = workspace("stress1", n, dt).view(B, ni, nj)
+            FX = workspace("stress2", n, dt).view(B, ni, nj).numpy() if need_gx else dummy
+            FY = workspace("stress3", n, dt).view(B, ni, nj).numpy() if need_gy else dummy
             torch.bmm(x[:, i0:i1], x[:, j0:j1].transpose(1, 2), out=A)
             torch.bmm(y[:, i0:i1], y[:, j0:j1].transpose(1, 2), out=C)
             rf = np.empty((B, ni), np.bool_)

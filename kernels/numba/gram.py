@@ -36,8 +36,6 @@ float16/bfloat16 inputs are computed in float32 and the results cast back to the
 """
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import torch
 from numba import get_num_threads, get_thread_id, njit, prange
@@ -45,6 +43,7 @@ from numba import get_num_threads, get_thread_id, njit, prange
 from .. import _alloc
 from ._math import exp_flush, one_like
 from ._pool import passive_numba_pool
+from ._scratch import workspace
 from ._tiles import R, W, pack_panels, pad_cols, pad_rows, panel_dot, panel_l1
 
 KIND = {"rbf": 0, "laplacian": 1, "linear": 2, "polynomial": 3}
@@ -607,6 +606,8 @@ def _kernel_block(P, i0, i1, j0, j1, gam, kind, degree, coef0, dtype, out):
     passive_numba_pool()
     torch.bmm(P.x[:, i0:i1], P.y[:, j0:j1].transpose(1, 2), out=out)
     if kind != 2:
+        # the block's slices (copies only for B > 1: O((rows + cols) D) against the block's O(rows cols D) GEMM;
+        # offsets into the whole arrays instead cost the loops their vectorisation, measured 3x slower)
         _gemm_epilogue(_np(out), _np(P.nx[:, i0:i1].contiguous()), _np(P.ny[:, j0:j1].contiguous()),
                        _np(P.xo[:, i0:i1].contiguous()), _np(P.yo[:, j0:j1].contiguous()), gam, kind, int(degree),
                        _typed(coef0, dtype), _typed(TAU[dtype], dtype))
@@ -643,7 +644,7 @@ def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.T
 
 def _blocked_matvec(P, sym_x, v, gamma, kind, degree, coef0, dtype):
     """K(x, y) v by row blocks of K: each block is built by ``_kernel_block`` (BLAS GEMM + fused epilogue)
-    in a reusable workspace of ~8 MB and multiplied by v with a GEMM; memory O((N + M)(D + C)) + the block.
+    in a reusable workspace (``FWD_BLOCK_ELEMS``) and multiplied by v with a GEMM; memory O((N + M)(D + C)) + the block.
 
     With ``sym_x`` (K(x, x)) only the blocks on and right of the diagonal are built; an off-diagonal
     block adds its transpose product to the rows it stands for (half the GEMM and exp work)."""
@@ -654,7 +655,7 @@ def _blocked_matvec(P, sym_x, v, gamma, kind, degree, coef0, dtype):
     gam = _scalars(gamma, dtype)
     BJ = min(M, MATVEC_BLOCK_COLS)
     BI = int(max(16, min(N, FWD_BLOCK_ELEMS // (B * BJ))))   # <= BJ whenever N = M (sym_x)
-    buf = _workspace(B * BI * BJ, dtype)
+    buf = workspace("gram", B * BI * BJ, dtype)
     for i0 in range(0, N, BI):
         i1 = min(N, i0 + BI)
         for j0 in range(i0 if sym_x else 0, M, BJ):
@@ -723,20 +724,6 @@ def _dummy(dtype):
     return torch.zeros(1, 1, 1, dtype=dtype)
 
 
-_WORKSPACE = threading.local()
-
-
-def _workspace(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """A per-thread scratch buffer that only grows: freshly mapped pages cost 1-3 GB/s on the
-    development VM, so re-touching the same block every call is several times cheaper."""
-    key = f"buf_{dtype}"
-    buf = getattr(_WORKSPACE, key, None)
-    if buf is None or buf.numel() < numel:
-        buf = torch.empty(numel, dtype=dtype)
-        setattr(_WORKSPACE, key, buf)
-    return buf[:numel]
-
-
 FWD_BLOCK_ELEMS = 1 << 23   # elements of one block of a forward reduction: 32 MB in float32
 MATVEC_BLOCK_COLS = 8192    # columns per block of a forward reduction: at any M a block keeps >= 1024
                             # rows, an efficient GEMM shape (full-width 64-row blocks at M = 131072 are not)
@@ -768,7 +755,7 @@ def _blocked_backward(x, y, gamma, kind, degree, coef0, dtype, weights, needs_x,
     M = y.shape[1]
     g = gamma.to(dtype).view(B, 1, 1)
     BI = _row_block(B, M, block_elems)
-    buf = _workspace(B * min(BI, N) * M, dtype)
+    buf = workspace("gram", B * min(BI, N) * M, dtype)
     gx = torch.empty(B, N, D, dtype=dtype) if (needs_x or needs_g) else None
     gy = torch.zeros(B, M, D, dtype=dtype) if needs_y else None
     cs = torch.zeros(B, M, dtype=dtype) if (needs_y and kind == 0) else None
@@ -893,7 +880,7 @@ def _rbf_gamma_grad(P, G, K):
     dtype = P.x.dtype
     out = torch.zeros(B, dtype=dtype)
     BI = _row_block(B, P.M)
-    buf = _workspace(B * min(BI, P.N) * P.M, dtype)
+    buf = workspace("gram", B * min(BI, P.N) * P.M, dtype)
     for i0 in range(0, P.N, BI):
         i1 = min(P.N, i0 + BI)
         d2 = buf[: B * (i1 - i0) * P.M].view(B, i1 - i0, P.M)
