@@ -152,6 +152,16 @@ def _forward_groups(g0, g1, S, use_jacobi, want_f, refine, func, p, abs_floor, r
                         V[b, i, k] = sgn * Vt[src, i, l]
 
 
+@njit(inline="always")
+def _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, Lout, h, fh):
+    """Lout (n, n, LANES) <- the Loewner matrices of the lane group starting at matrix b0 (nb real lanes; the
+    padding lanes get eigenvalues 1, which every function accepts)."""
+    for l in range(lam.shape[1]):
+        for k in range(lam.shape[0]):
+            lam[k, l] = w[b0 + l, k] if l < nb else 1.0
+    loewner_group(lam, func, p, abs_floor, rel_floor, Lout, h, fh)
+
+
 @njit(**_JIT)
 def _loewner_groups(g0, g1, w, func, p, abs_floor, rel_floor, Lw):
     """Lane groups g0 .. g1-1: ``Lw[b]`` = Loewner matrix of ``f(max(., floor))`` at ``w[b]`` (float64 only)."""
@@ -164,10 +174,7 @@ def _loewner_groups(g0, g1, w, func, p, abs_floor, rel_floor, Lw):
     for g in range(g0, g1):
         b0 = g * L
         nb = min(L, B - b0)
-        for l in range(L):
-            for k in range(n):
-                lam[k, l] = w[b0 + l, k] if l < nb else 1.0
-        loewner_group(lam, func, p, abs_floor, rel_floor, Ll, h, fh)
+        _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, Ll, h, fh)
         for l in range(nb):
             for i in range(n):
                 for j in range(n):
@@ -195,10 +202,7 @@ def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
     for g in range(g0, g1):
         b0 = g * L
         nb = min(L, B - b0)
-        for l in range(L):
-            for k in range(n):
-                lam[k, l] = w[b0 + l, k] if l < nb else 1.0
-        loewner_group(lam, func, p, abs_floor, rel_floor, L64, h, fh)
+        _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, L64, h, fh)
         for k in range(n):
             for i in range(n):
                 for l in range(L):
