@@ -136,8 +136,8 @@ def tred2_group(V, d, e, U, scale, h, hs, f, g, hh):
 # k of lane l at ``st[k, l]``. (The per-rotation lane loop that updates it stays scalar: whatever the
 # layout, LLVM wants more run-time alias checks than it allows. Its square root and divisions dominate
 # the QL time; the eigenvector rotations and everything else vectorise.)
-_C, _S, _P, _C2, _C3, _S2, _CR, _SR, _M, _ACT, _EL1, _DL1, _FSH, _TST = range(14)
-NSTATE = 14
+_C, _S, _P, _C2, _C3, _S2, _CR, _SR, _M, _ACT, _EL1, _DL1, _FSH, _TST, _CRP, _SRP = range(16)
+NSTATE = 16
 
 
 @njit(**_JIT)
@@ -161,9 +161,9 @@ def tql2_group(Zt, d, e, max_iter):
     eps = dt(np.finfo(Zt.dtype).eps)
     for i in range(1, n):
         for l in range(L):
-            e1[(i - 1) * LANES + l] = e1[(i) * LANES + l]
+            e[i - 1, l] = e[i, l]
     for l in range(L):
-        e1[(n - 1) * LANES + l] = zero
+        e[n - 1, l] = zero
         W[_FSH * LANES + l] = zero
         W[_TST * LANES + l] = zero
     iters = 0
@@ -171,11 +171,11 @@ def tql2_group(Zt, d, e, max_iter):
         nact = 0
         mmax = l0
         for l in range(L):
-            t = abs(d1[(l0) * LANES + l]) + abs(e1[(l0) * LANES + l])
+            t = abs(d[l0, l]) + abs(e[l0, l])
             tst = t if t > W[_TST * LANES + l] else W[_TST * LANES + l]
             W[_TST * LANES + l] = tst
             m = l0
-            while m < n - 1 and not (abs(e1[(m) * LANES + l]) <= eps * tst):
+            while m < n - 1 and not (abs(e[m, l]) <= eps * tst):
                 m += 1
             W[_M * LANES + l] = dt(m)
             W[_ACT * LANES + l] = one if m > l0 else zero
@@ -186,51 +186,60 @@ def tql2_group(Zt, d, e, max_iter):
             it += 1
             iters += 1
             # shift from the leading 2x2 block
+            q0 = l0 * LANES
+            q1 = q0 + LANES
             for l in range(L):
                 a = W[_ACT * LANES + l] != zero
-                gl = d1[(l0) * LANES + l]
-                el = e1[(l0) * LANES + l]
-                pp = (d1[(l0 + 1) * LANES + l] - gl) / (two * el)
+                gl = d1[np.uint64(q0 + l)]
+                el = e1[np.uint64(q0 + l)]
+                pp = (d1[np.uint64(q1 + l)] - gl) / (two * el)
                 r = np.sqrt(pp * pp + one)
                 r = -r if pp < zero else r
                 dl = el / (pp + r)
                 dn = el * (pp + r)
                 hs = gl - dl
-                d1[(l0) * LANES + l] = dl if a else d1[(l0) * LANES + l]
-                d1[(l0 + 1) * LANES + l] = dn if a else d1[(l0 + 1) * LANES + l]
+                d1[np.uint64(q0 + l)] = dl if a else gl
+                d1[np.uint64(q1 + l)] = dn if a else d1[np.uint64(q1 + l)]
                 W[_DL1 * LANES + l] = dn
                 hs = hs if a else zero
                 W[_FSH * LANES + l] += hs
                 W[_P * LANES + l] = hs  # the shift, applied below
             for i in range(l0 + 2, n):
                 for l in range(L):
-                    d1[(i) * LANES + l] -= W[_P * LANES + l]
+                    d[i, l] -= W[_P * LANES + l]
             for l in range(L):
-                W[_P * LANES + l] = d1[int(W[_M * LANES + l]) * LANES + l] if W[_ACT * LANES + l] != zero else zero
+                W[_P * LANES + l] = d[int(W[_M * LANES + l]), l] if W[_ACT * LANES + l] != zero else zero
                 W[_C * LANES + l] = one
                 W[_C2 * LANES + l] = one
                 W[_C3 * LANES + l] = one
                 W[_S * LANES + l] = zero
                 W[_S2 * LANES + l] = zero
-                W[_EL1 * LANES + l] = e1[(l0 + 1) * LANES + l]
+                W[_EL1 * LANES + l] = e[l0 + 1, l]
+            pending = False
             for i in range(mmax - 1, l0 - 1, -1):
                 fi = dt(i)
+                # d, e as flat arrays indexed with unsigned (row * LANES + l): no negative-index wraparound
+                # (which turned the loads into gathers), rows at constant distances (no run-time alias
+                # check between them), so LLVM vectorises this loop, square root and divisions included
+                r0 = i * LANES
+                r1 = r0 + LANES
                 for l in range(L):
                     a = W[_ACT * LANES + l] != zero and fi < W[_M * LANES + l]
-                    ei = e1[(i) * LANES + l]
+                    ei = e1[np.uint64(r0 + l)]
                     pl = W[_P * LANES + l]
-                    di = d1[(i) * LANES + l]
+                    di = d1[np.uint64(r0 + l)]
                     cl = W[_C * LANES + l]
                     sl = W[_S * LANES + l]
                     gg = cl * ei
                     hh = cl * pl
                     r = np.sqrt(pl * pl + ei * ei)
-                    sn = ei / r
-                    cn = pl / r
+                    ir = one / r
+                    sn = ei * ir
+                    cn = pl * ir
                     pn = cn * di - sn * gg
                     dnext = hh + sn * (cn * gg + sn * di)
-                    e1[(i + 1) * LANES + l] = sl * r if a else e1[(i + 1) * LANES + l]
-                    d1[(i + 1) * LANES + l] = dnext if a else d1[(i + 1) * LANES + l]
+                    e1[np.uint64(r1 + l)] = sl * r if a else e1[np.uint64(r1 + l)]
+                    d1[np.uint64(r1 + l)] = dnext if a else d1[np.uint64(r1 + l)]
                     W[_C3 * LANES + l] = W[_C2 * LANES + l] if a else W[_C3 * LANES + l]
                     W[_C2 * LANES + l] = cl if a else W[_C2 * LANES + l]
                     W[_S2 * LANES + l] = sl if a else W[_S2 * LANES + l]
@@ -239,26 +248,47 @@ def tql2_group(Zt, d, e, max_iter):
                     W[_P * LANES + l] = pn if a else pl
                     W[_CR * LANES + l] = cn if a else one
                     W[_SR * LANES + l] = sn if a else zero
-                # eigenvectors: rows i, i+1 of Zt (columns of Z) rotated in place
+                # eigenvectors (rows of Zt = columns of Z): rotations are applied in pairs, i + 1 then i, in
+                # one pass over rows i .. i+2 (rotation i reads the row i+1 that rotation i+1 has just
+                # written, carried in a register): 3 row loads and stores for 2 rotations instead of 4
+                if pending:
+                    for k in range(n):
+                        for l in range(L):
+                            z = Zt[i + 2, k, l]
+                            zi = Zt[i + 1, k, l]
+                            Zt[i + 2, k, l] = W[_SRP * LANES + l] * zi + W[_CRP * LANES + l] * z
+                            z = W[_CRP * LANES + l] * zi - W[_SRP * LANES + l] * z
+                            zi = Zt[i, k, l]
+                            Zt[i + 1, k, l] = W[_SR * LANES + l] * zi + W[_CR * LANES + l] * z
+                            Zt[i, k, l] = W[_CR * LANES + l] * zi - W[_SR * LANES + l] * z
+                    pending = False
+                else:
+                    for l in range(L):
+                        W[_CRP * LANES + l] = W[_CR * LANES + l]
+                        W[_SRP * LANES + l] = W[_SR * LANES + l]
+                    pending = True
+            if pending:     # an odd number of rotations: the last one (i = l0) alone
                 for k in range(n):
                     for l in range(L):
-                        zi = Zt[i, k, l]
-                        zj = Zt[i + 1, k, l]
-                        Zt[i + 1, k, l] = W[_SR * LANES + l] * zi + W[_CR * LANES + l] * zj
-                        Zt[i, k, l] = W[_CR * LANES + l] * zi - W[_SR * LANES + l] * zj
+                        zi = Zt[l0, k, l]
+                        zj = Zt[l0 + 1, k, l]
+                        Zt[l0 + 1, k, l] = W[_SRP * LANES + l] * zi + W[_CRP * LANES + l] * zj
+                        Zt[l0, k, l] = W[_CRP * LANES + l] * zi - W[_SRP * LANES + l] * zj
             nact = 0
             for l in range(L):
                 a = W[_ACT * LANES + l] != zero
                 sl = W[_S * LANES + l]
-                pn = -sl * W[_S2 * LANES + l] * W[_C3 * LANES + l] * W[_EL1 * LANES + l] * e1[(l0) * LANES + l] / W[_DL1 * LANES + l]
-                e1[(l0) * LANES + l] = sl * pn if a else e1[(l0) * LANES + l]
-                d1[(l0) * LANES + l] = W[_C * LANES + l] * pn if a else d1[(l0) * LANES + l]
-                still = a and abs(e1[(l0) * LANES + l]) > eps * W[_TST * LANES + l]
+                ep = e1[np.uint64(q0 + l)]
+                pn = -sl * W[_S2 * LANES + l] * W[_C3 * LANES + l] * W[_EL1 * LANES + l] * ep / W[_DL1 * LANES + l]
+                en = sl * pn if a else ep
+                e1[np.uint64(q0 + l)] = en
+                d1[np.uint64(q0 + l)] = W[_C * LANES + l] * pn if a else d1[np.uint64(q0 + l)]
+                still = a and abs(en) > eps * W[_TST * LANES + l]
                 W[_ACT * LANES + l] = one if still else zero
                 nact += 1 if still else 0
         for l in range(L):
-            d1[(l0) * LANES + l] += W[_FSH * LANES + l]
-            e1[(l0) * LANES + l] = zero
+            d[l0, l] += W[_FSH * LANES + l]
+            e[l0, l] = zero
     return iters
 
 

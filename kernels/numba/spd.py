@@ -117,17 +117,27 @@ def _forward_groups(g0, g1, S, use_jacobi, want_f, refine, func, p, abs_floor, r
             matfun_values(lam, func, p, abs_floor, rel_floor, fw)
             reconstruct_group(Vt, fw, X, Fs)
         if want_f:
+            # the scatters with each matrix's rows innermost (contiguous writes of F and V; measured 2-3x
+            # faster than lanes innermost, whose writes are strided): first the lower triangle of Fs and
+            # V itself (A <- Vt transposed) in the lanes, vectorised
+            for i in range(1, n):
+                for j in range(i):
+                    for l in range(L):
+                        Fs[i, j, l] = Fs[j, i, l]
+            for k in range(n):
+                for i in range(n):
+                    for l in range(L):
+                        A[i, k, l] = Vt[k, i, l]
             for l in range(nb):
                 b = b0 + l
                 for i in range(n):
-                    F[b, i, i] = Fs[i, i, l]
-                    for j in range(i + 1, n):
+                    for j in range(n):
                         F[b, i, j] = Fs[i, j, l]
-                        F[b, j, i] = Fs[i, j, l]
                 for k in range(n):
                     w[b, k] = lam[k, l]
-                    for i in range(n):
-                        V[b, i, k] = Vt[k, i, l]
+                for i in range(n):
+                    for k in range(n):
+                        V[b, i, k] = A[i, k, l]
         else:
             for l in range(nb):
                 b = b0 + l
@@ -199,6 +209,7 @@ def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
     fh = np.empty((n, L), np.float64)
     L64 = np.empty((n, n, L), np.float64)
     Vn = np.empty((n, n, L), dt)
+    acc = np.empty(8 * L, dt)
     for g in range(g0, g1):
         b0 = g * L
         nb = min(L, B - b0)
@@ -220,11 +231,15 @@ def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
                     Gs[i, j, l] = dt.type(0.5) * (G[b0 + l, i, j] + G[b0 + l, j, i])
                 for l in range(nb, L):
                     Gs[i, j, l] = 0.0
-        dk_group(Vt, Gs, Ll, T, X, Vn)
-        for i in range(n):
-            for j in range(n):
-                for l in range(nb):
-                    out[b0 + l, i, j] = Gs[i, j, l] if j >= i else Gs[j, i, l]
+        dk_group(Vt, Gs, Ll, T, X, Vn, acc)
+        for i in range(1, n):   # mirror the upper triangle (reads rows < i, writes row i)
+            for j in range(i):
+                for l in range(L):
+                    Gs[i, j, l] = Gs[j, i, l]
+        for l in range(nb):     # the scatter with the matrix rows innermost: contiguous writes to out
+            for i in range(n):
+                for j in range(n):
+                    out[b0 + l, i, j] = Gs[i, j, l]
 
 
 # ---------------------------------------------------------------------------------------------------
