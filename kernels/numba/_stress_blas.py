@@ -48,7 +48,7 @@ _EPI = dict(parallel=True, cache=True, fastmath={"contract", "reassoc"}, error_m
 CW = 256                  # columns per task of the column pass
 NG = 8                    # row groups of the epilogue (fixed, each with its own column sums: thread-count independent)
 ELEMS = 1 << 20           # elements per workspace tile (4 MB in float32)
-BI_MAX = 256              # rows per block
+BI_MAX = 512              # rows per block (512 x 2048 Gram blocks run MKL at ~410 GFLOP/s, 256 x 4096 at ~360)
 
 
 @njit(**_EPI)
