@@ -218,13 +218,20 @@ def test_numba_aligned_y_is_read_in_place():
     assert_close(gys, g[1], rtol=1e-12, atol=1e-14)
 
 
-@pytest.fixture
-def small_numba_blocks(monkeypatch):
-    """Numba stress with 32-row blocks and ~48-column chunks (instead of 256 x ~4096)."""
+@pytest.fixture(params=["diag-whole", "diag-split"])
+def small_numba_blocks(monkeypatch, request):
+    """Numba stress with 32-row blocks and ~48-column chunks (instead of 512 x ~2048); "diag-split": the
+    diagonal 32-squares of a single problem split into 16- and 8-rectangles and 8-squares (DIAG_MIN = 8)."""
     from multialign.kernels.numba import _stress_blas
 
     monkeypatch.setattr(_stress_blas, "ELEMS", 32 * 48)
     monkeypatch.setattr(_stress_blas, "BI_MAX", 32)
+    if request.param == "diag-split":
+        monkeypatch.setattr(_stress_blas, "DIAG_MIN", 8)
+        assert _stress_blas._diag_sizes(1, 101, 32) == [16, 8]
+    else:
+        assert _stress_blas._diag_sizes(1, 101, 32) == []
+    assert _stress_blas._diag_sizes(2, 101, 27) == []
     assert _stress_blas.block_sizes(1, 101) == (32, 48)
     assert _stress_blas.block_sizes(2, 101) == (27, 28)
 
@@ -245,6 +252,19 @@ def test_numba_small_blocks_cross_chunks(small_numba_blocks, batch):
         assert_close(gx.reshape(-1, 101, 7)[b], torch.from_numpy(wx), rtol=1e-9, atol=1e-12, name="grad x")
         assert_close(gy.reshape(-1, 101, 5)[b], torch.from_numpy(wy), rtol=1e-9, atol=1e-12, name="grad y")
     assert_close(gy1, gy, rtol=1e-12, atol=1e-14)
+
+
+def test_numba_small_blocks_many_diagonal_squares(small_numba_blocks):
+    """N = 230 over 32-row blocks: 7 diagonal squares, more 16-rectangles than one workspace holds (several
+    batches per size when split), a ragged last row block: value and both gradients (float64)."""
+    x = make_tensor(230, 6, dtype=torch.float64, seed=62, requires_grad=True)
+    y = make_tensor(230, 3, dtype=torch.float64, seed=63, requires_grad=True)
+    s = ops.stress(x, y, backend="numba")
+    assert_close(s, torch.tensor(_scipy_stress(_np(x), _np(y)), dtype=torch.float64), dtype=torch.float64)
+    gx, gy = torch.autograd.grad(s, (x, y))
+    wx, wy = _closed_form_grads(_np(x), _np(y))
+    assert_close(gx, torch.from_numpy(wx), rtol=1e-9, atol=1e-12, name="grad x")
+    assert_close(gy, torch.from_numpy(wy), rtol=1e-9, atol=1e-12, name="grad y")
 
 
 def test_numba_small_blocks_close_and_coincident_pairs_float32(small_numba_blocks):
