@@ -10,7 +10,8 @@ triangle only):
    squared distances, close pairs recomputed from explicit differences, the four pair sums per row (added
    to float64 row accumulators: the sums do not depend on the thread count), and the weight tiles in place
    of the Gram tiles -- ``C <- r = delta / d`` (y side), ``A <- s = d / delta`` (x side) -- with their row
-   sums and, per row group, their column sums (added up in a fixed order afterwards);
+   sums and, per row group, their column sums (added up in a fixed order at the end of the same call, which
+   returns the number of rows with close pairs);
 3. ``_colpass`` (only for blocks with close pairs; parallel over fixed column chunks): the column side of the
    exact close-pair terms;
 4. the gradient products ``V_I += w v_J`` and ``V_J += w^T v_I`` as ``baddbmm_`` (MKL) into the output.
@@ -58,7 +59,7 @@ CW = 256                  # columns per task of the column pass
 NG = 8                    # row groups of the epilogue (fixed, each with its own column sums: thread-count independent)
 ELEMS = 1 << 20           # elements per workspace tile (4 MB in float32)
 BI_MAX = 512              # rows per block (512 x 2048 Gram blocks run MKL at ~410 GFLOP/s, 256 x 4096 at ~360)
-DIAG_MIN = 128            # smallest rectangle of the diagonal squares' split (then squares of this size, halves dropped)
+DIAG_MIN = 128            # smallest rectangle of the diagonal squares' split (then whole squares of this size)
 
 
 @njit(**_EPI)
@@ -88,6 +89,21 @@ def _add_row_term(w, v, b, i, j, G):
         G[b, i, k] += w * (v[b, i, k] - v[b, j, k])
 
 
+@njit(cache=True)
+def _colsums(CS, pb, c0, NG, S):
+    """S[p, c0 + c] += sum_g CS[e * NG + g, c] (the row groups' column sums, in a fixed order)."""
+    E = pb.shape[0]
+    BJ = CS.shape[1]
+    for e in range(E):
+        p = pb[e]
+        j0 = c0[e]
+        for c in range(BJ):
+            acc = CS[e * NG, c]
+            for g in range(1, NG):
+                acc += CS[e * NG + g, c]
+            S[p, j0 + c] += acc
+
+
 @njit(**_EPI)
 def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, FX, FY, rowflag, rowacc, Sx, Sy, gx,
               gy, CSX, CSY, NG):
@@ -99,6 +115,7 @@ def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, F
     met a close pair is redone by the scalar loop (exact distances for the close pairs, and for every pair of
     a space whose Gram row the vector loop already overwrote)."""
     E, BI, BJ = A.shape
+    nflag = 0
     for t in prange(E * NG):
         q = t // NG
         g = t % NG
@@ -208,6 +225,7 @@ def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, F
                     A[q, a, c] = zero
                     C[q, a, c] = zero
             rowflag[q, a] = cnt > zero
+            nflag += 1 if cnt > zero else 0
             if cnt > zero:  # rare: close pairs in this row (scalar code, exact distances and explicit-difference terms)
                 sR = zero
                 sT = zero
@@ -281,6 +299,11 @@ def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, F
                 Sx[p, i] += rx
             if wy:
                 Sy[p, i] += ry
+    if wx:  # the row groups' column sums into Sx / Sy (serial, fixed order: after the parallel loop)
+        _colsums(CSX, pb, c0, NG, Sx)
+    if wy:
+        _colsums(CSY, pb, c0, NG, Sy)
+    return nflag
 
 
 @njit(**_EPI)
@@ -306,21 +329,6 @@ def _colpass(F, rowflag, v, pb, r0, c0, G):
                         j = c0[e] + c
                         for k in range(D):
                             G[p, j, k] -= f * (v[p, i, k] - v[p, j, k])
-
-
-@njit(cache=True)
-def _colsums(CS, pb, c0, NG, S):
-    """S[p, c0 + c] += sum_g CS[e * NG + g, c] (the row groups' column sums, in a fixed order)."""
-    E = pb.shape[0]
-    BJ = CS.shape[1]
-    for e in range(E):
-        p = pb[e]
-        j0 = c0[e]
-        for c in range(BJ):
-            acc = CS[e * NG, c]
-            for g in range(1, NG):
-                acc += CS[e * NG + g, c]
-            S[p, j0 + c] += acc
 
 
 def block_sizes(B: int, N: int) -> tuple[int, int]:
@@ -393,17 +401,14 @@ def stress_blas(x: torch.Tensor, y: torch.Tensor, need_gx: bool, need_gy: bool, 
         rf = np.empty((E, ni), np.bool_)
         CSX = csx[:E * gn * nj].reshape(E * gn, nj) if need_gx else dummy2
         CSY = csy[:E * gn * nj].reshape(E * gn, nj) if need_gy else dummy2
-        _epilogue(A.numpy(), C.numpy(), xn, yn, nx, ny, nxJ, nyJ, pb, r0, c0, th, tiny, need_gx, need_gy, FX, FY,
-                  rf, rowacc, Sx, Sy, gxn, gyn, CSX, CSY, gn)
-        anyflag = bool(rf.any())
+        anyflag = _epilogue(A.numpy(), C.numpy(), xn, yn, nx, ny, nxJ, nyJ, pb, r0, c0, th, tiny, need_gx, need_gy,
+                            FX, FY, rf, rowacc, Sx, Sy, gxn, gyn, CSX, CSY, gn) > 0
         if need_gy:
-            _colsums(CSY, pb, c0, gn, Sy)
             if anyflag:
                 _colpass(FY, rf, yn, pb, r0, c0, gyn)
             gyI.baddbmm_(C, yJ, alpha=-1)
             gyJ.baddbmm_(C.transpose(1, 2), yI, alpha=-1)
         if need_gx:
-            _colsums(CSX, pb, c0, gn, Sx)
             if anyflag:
                 _colpass(FX, rf, xn, pb, r0, c0, gxn)
             gxI.baddbmm_(A, xJ, alpha=-1)
