@@ -152,6 +152,7 @@ def test_numba_gemm_blocks_with_ragged_edges(monkeypatch, kernel):
     monkeypatch.setattr(ng, "MATVEC_BLOCK_COLS", 7)
     monkeypatch.setattr(ng, "FWD_BLOCK_ELEMS", 2 * 5 * 7)    # 5-row blocks at B = 2
     monkeypatch.setattr(ng, "BWD_BLOCK_ELEMS", 2 * 16 * 19)
+    monkeypatch.setattr(ng, "GRAM_BWD_BLOCK_ELEMS", 2 * 6 * 19)   # 6-row blocks of the gram backward
     x = make_tensor(2, 37, 6, noncontiguous=True)
     y = make_tensor(2, 19, 6)
     v = make_tensor(2, 19, 3)
@@ -167,6 +168,15 @@ def test_numba_gemm_blocks_with_ragged_edges(monkeypatch, kernel):
     want = torch.autograd.grad((ops.gram_matvec(xr, yr, vr, kernel=kernel, backend="torch") ** 2).sum(), (xr, yr, vr))
     for g, w, n in zip(got, want, "xyv"):
         assert_close(g, w, name=f"grad {n} blocks")
+    W = make_tensor(2, 37, 19)
+    got = torch.autograd.grad((ops.gram(xr, yr, kernel=kernel, backend="numba") * W).sum(), (xr, yr))
+    want = torch.autograd.grad((ops.gram(xr, yr, kernel=kernel, backend="torch") * W).sum(), (xr, yr))
+    for g, w, n in zip(got, want, "xy"):
+        assert_close(g, w, name=f"gram grad {n} blocks")
+    Ws = make_tensor(2, 37, 37)
+    got = torch.autograd.grad((ops.gram(xr, kernel=kernel, backend="numba") * Ws).sum(), xr)[0]
+    want = torch.autograd.grad((ops.gram(xr, kernel=kernel, backend="torch") * Ws).sum(), xr)[0]
+    assert_close(got, want, name="gram(x) grad blocks")
 
 
 # ------------------------------------------------------------------------------------------ matvec, mmd
