@@ -7,8 +7,10 @@ from which the ops layer builds every gradient in O(N D) (METHODS.md C.3.4).
 
 The work is in ``_stress_blas.py`` (its docstring has the details). In short:
 
-* **Upper triangle, BLAS Gram blocks.** Rows are cut into blocks ``I`` of up to 256 points and the columns
-  ``j >= first row of I`` into chunks ``J`` of ~4 MB tiles; ``x_I x_J^T`` (K = D1) and ``y_I y_J^T`` (K = D2)
+* **Upper triangle, BLAS Gram blocks.** Rows are cut into blocks ``I`` of up to 512 points and the columns
+  past ``I``'s diagonal square into chunks ``J`` of ~4 MB tiles (the diagonal squares of one problem are
+  split into batched above-diagonal rectangles down to 128 x 128: their lower halves are not computed);
+  ``x_I x_J^T`` (K = D1) and ``y_I y_J^T`` (K = D2)
   come from ``torch.bmm(..., out=workspace)`` (MKL sgemm, AVX-512 on the development VM: ~2-3x the Numba
   register-tile product ``_tiles.panel_dot`` that the previous version of this kernel used).
 * **One fused epilogue pass** (Numba ``prange`` over the rows of the block, in place): distances, the four
@@ -38,6 +40,11 @@ The work is in ``_stress_blas.py`` (its docstring has the details). In short:
   therefore starts Numba's pool with ``OMP_WAIT_POLICY=PASSIVE`` (unless it already runs or the user set a
   policy); idle, that costs nothing measurable here.
 
+Measured after the diagonal split (same VM, same process, ``ops.stress(x, y).backward()`` on the bench's
+data, medians of 12 rounds): N = 4096 46.5 -> 44.7 ms; the bench (``--case "stress_fwd_bwd[4096x512x64]"``)
+1.51x and 1.55x its floor in two runs (45.8 ms at a GEMM ceiling of 391 GFLOP/s; 47.9 ms at 383);
+N = 65536 10.7 s, peak 66.9e6 bytes (63.8 MiB) above the inputs in the bench, as before the split.
+Earlier figures:
 Measured (2-core Sapphire Rapids VM, float32, D1 = 512, D2 = 64, N = 4096, forward + gradient in y, through
 ``multialign bench --op stress --bars --compare``): 50.5 ms against torch eager 185 ms (3.7x) at 1.67x the
 floor (GEMM 391 GFLOP/s in that run); the kernel alone 45-47 ms on a quiet machine: MKL's Gram blocks
