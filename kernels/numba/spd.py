@@ -16,11 +16,14 @@ Algorithm by size d:
   ~1.6e-5 relative in ``log S`` on the benchmark matrices (condition ~1e3).
 
 Backward (Daleckii-Krein, METHODS.md C.4.2): ``V [(V^T sym(G) V) o L] V^T``. The cancellation-free
-Loewner matrix ``L`` of the reference is computed in float64 for every dtype (lane-vectorised); for
-d <= 16 it is formed per lane group inside the kernel that runs the four products (no (B, d, d) float64
-intermediate: 15 % off the backward at d = 16), above it is materialised and the products run as batched
-BLAS GEMMs (``torch.matmul``), where MKL's small-matrix GEMMs beat the lane loops (lanes 1.5x faster at d = 16, GEMMs 4x at d = 64). ``eigh_backward`` (eigenvector gradients of ``spd_eigh``) is a few
-batched matrix products and runs in PyTorch.
+Loewner matrix ``L`` of the reference is computed in float64 for every dtype (lane-vectorised). Up to
+``DK_LANES_MAX_D`` (float32 32, float64 48) it is formed per lane group inside the kernel that runs the
+four products (register-blocked lane loops, ``_spd_lanes.abt_group``; no (B, d, d) float64 intermediate);
+above, it is materialised and the products run as batched BLAS GEMMs (``torch.matmul``). Measured
+(backward, medians of 3 alternating rounds, 2 threads), lanes / GEMMs: float32 12.9 / 15.7 ms at
+(4000, 24), 13.0 / 13.9 at (2000, 32), 16.7 / 16.0 at (1000, 48); float64 14.1 / 24.4 at (4000, 24),
+22.8 / 27.8 at (1000, 48), 56.2 / 54.7 at (1000, 64). ``eigh_backward`` (eigenvector gradients of
+``spd_eigh``) is a few batched matrix products and runs in PyTorch.
 
 Accuracy: eigenvalues to ``eps * ||S||`` like LAPACK (Jacobi's relative stopping rule does better on
 graded matrices). float32 matrix functions for 5 < d <= 64 solve in float32 and then correct f(S) and the
@@ -49,7 +52,8 @@ from ._spd_refine import reconstruct_full, refine_products, refined_middle, refi
 from ._spd_tridiag import tql2_group, transpose_group, tred2_group
 
 JACOBI_MAX_D = 5
-DK_LANES_MAX_D = 16     # backward products: lane groups up to here, batched BLAS GEMMs above
+DK_LANES_MAX_D = {torch.float32: 32, torch.float64: 48}   # backward products: lane groups up to here,
+                                                          # batched BLAS GEMMs above
 LANE_MAX_D = 64
 MAX_SWEEPS = 30       # Jacobi: 4-9 sweeps in practice
 QL_ITERS_PER_D = 30   # QL: 1-3 iterations per eigenvalue in practice
@@ -378,7 +382,7 @@ def matfun_backward(grad: torch.Tensor, w: torch.Tensor, V: torch.Tensor, func: 
         return _alloc.empty((0, n, n), dtype=V.dtype, device=V.device)
     V = V.contiguous()
     w64 = w.to(torch.float64).contiguous().numpy()
-    if n > DK_LANES_MAX_D:  # the four products as batched GEMMs
+    if n > DK_LANES_MAX_D[V.dtype]:  # the four products as batched GEMMs
         Lw = torch.empty((B, n, n), dtype=torch.float64)
         _parallel(_loewner_groups, _ngroups(B), w64, FUNC_CODES[func], float(p), float(abs_floor),
                   float(rel_floor), Lw.numpy())
