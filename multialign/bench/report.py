@@ -494,10 +494,11 @@ def docs_page(doc: dict | None, static: dict | None, out_dir: str, doc_path: str
             figs = sorted(os.path.join(pdir, f) for f in os.listdir(pdir) if f.endswith(".png"))
         load = doc.get("load_average_start", [0])[0]
         if load >= 1.5:
-            lines += [f"> **Taken under load** (load average {load:.1f} at the start of the run on a "
-                      f"{doc.get('machine', {}).get('cores')}-core machine: other work was running). Ratios between "
-                      "providers measured in the same run are meaningful; absolute times are pessimistic. Rerun the "
-                      "first command on a quiet machine to refresh them.", ""]
+            lines += [f"> **Possibly taken under load** (1-minute load average {load:.1f} at the start of the run on a "
+                      f"{doc.get('machine', {}).get('cores')}-core machine: other work was running or had just "
+                      "finished -- in a merged run, possibly the previous step of the same run). Ratios between "
+                      "providers measured in the same run are meaningful; absolute times may be pessimistic. Rerun "
+                      "the first command on a quiet machine to refresh them.", ""]
         lines += [f"## {'GPU (CUDA)' if doc.get('device') == 'cuda' else 'CPU'}: multialign against its peers", ""]
         md = markdown(doc, rows_, figs, base, heading="###")
         lines += [md]
