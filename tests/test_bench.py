@@ -335,3 +335,13 @@ def test_cuda_exp_ceiling_kernel_computes_the_chain():
         v = torch.exp(-0.5 * v)
         acc += v
     torch.testing.assert_close(out.double(), acc, rtol=1e-6, atol=1e-6)
+
+
+def test_cpu_ceilings_best_of_fresh_processes():
+    """--procs K measures the ceilings in K fresh subprocesses and keeps each rate's best."""
+    from multialign.bench.harness import machine_ceilings
+
+    c = machine_ceilings("cpu", procs=2)
+    assert c["device"] == "cpu" and "best of 2 processes" in c["how"]
+    for k in ("gemm_flops_per_s", "exp_per_s", "bytes_per_s"):
+        assert math.isfinite(c[k]) and c[k] > 0, k

@@ -377,13 +377,35 @@ def run_subprocess(family: str, case_key: str, provider: str, tuned: bool, reps:
 
 
 # --------------------------------------------------------------------------------------------- ceilings
-def machine_ceilings(device: str = "cpu") -> dict:
-    """Rates measured now: float32 GEMM, exp, and copy bandwidth (bytes read + written)."""
-    return cuda_ceilings() if device == "cuda" else cpu_ceilings()
+def machine_ceilings(device: str = "cpu", procs: int = 1) -> dict:
+    """Rates measured now: float32 GEMM, exp, and copy bandwidth (bytes read + written).
+
+    On the CPU with ``procs`` > 1: the best of that many fresh subprocesses, rate by rate, each the median of
+    its calls -- the treatment the timed providers get (``--procs``). The development VM's process-to-process
+    spread moves a one-process ceiling as much as the providers (the GEMM: 285-391 GFLOP/s in one
+    afternoon), and a slow ceiling process flatters every "x floor"."""
+    if device == "cuda":
+        return cuda_ceilings()
+    if procs <= 1:
+        return cpu_ceilings()
+    code = "import json; from multialign.bench.harness import cpu_ceilings; print(json.dumps(cpu_ceilings()))"
+    runs = []
+    for _ in range(procs):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        if proc.returncode == 0:
+            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    if not runs:
+        return cpu_ceilings()
+    best = dict(runs[0])
+    for k in ("gemm_flops_per_s", "exp_per_s", "bytes_per_s"):
+        best[k] = max(r[k] for r in runs)
+    best["how"] += f"; best of {len(runs)} processes"
+    return best
 
 
 def cpu_ceilings() -> dict:
-    """GEMM (float32, 2048 x 512 x 2048), exp (float32, 16 M elements) and copy bandwidth, 2 threads."""
+    """GEMM (float32, 2048 x 512 x 2048), exp (float32, 16 M elements) and copy bandwidth, 2 threads: medians
+    of the timed calls, the statistic the providers get."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))

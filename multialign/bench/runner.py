@@ -148,7 +148,7 @@ def run(selection: list[tuple[str, Case]], *, compare: bool = True, providers: l
     configuration can report either mode."""
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     load0 = os.getloadavg()
-    ceilings = machine_ceilings(device)
+    ceilings = machine_ceilings(device, procs)
     jobs = []
     for fam, case in selection:
         for prov, factory in case.providers.items():
