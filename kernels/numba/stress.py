@@ -43,7 +43,8 @@ The work is in ``_stress_blas.py`` (its docstring has the details). In short:
 Measured after the diagonal split (same VM, same process, ``ops.stress(x, y).backward()`` on the bench's
 data, medians of 12 rounds): N = 4096 46.5 -> 44.7 ms; the bench (``--case "stress_fwd_bwd[4096x512x64]"``)
 1.51x and 1.55x its floor in two runs (45.8 ms at a GEMM ceiling of 391 GFLOP/s; 47.9 ms at 383);
-N = 65536 10.7 s, peak 66.9e6 bytes (63.8 MiB) above the inputs in the bench, as before the split.
+N = 65536 10.4-10.7 s, peak 48 MiB above the inputs with glibc's default malloc (the bench's figure; with
+tuned malloc, which keeps freed memory, RSS peaks at 63.8 MiB), as before the split.
 Earlier figures:
 Measured (2-core Sapphire Rapids VM, float32, D1 = 512, D2 = 64, N = 4096, forward + gradient in y, through
 ``multialign bench --op stress --bars --compare``): 50.5 ms against torch eager 185 ms (3.7x) at 1.67x the
