@@ -104,6 +104,19 @@ def _colsums(CS, pb, c0, NG, S):
             S[p, j0 + c] += acc
 
 
+@njit(inline="always")
+def _gram_pair(sx, sy, ax, cy, theta, zero, one):
+    """One pair from the Gram form: (close flag, d2x, d2y, d_x, d_y) from the squared-norm sums sx, sy and the
+    inner products ax = <x_i, x_j>, cy = <y_i, y_j>; close (1) when either distance lost its accuracy to the
+    cancellation (``d2 < theta * (|a|^2 + |b|^2)``), the distances then recomputed by the caller."""
+    d2x = sx - (ax + ax)
+    d2y = sy - (cy + cy)
+    close = one if (d2x < theta * sx) | (d2y < theta * sy) else zero
+    d2x = max(d2x, zero)
+    d2y = max(d2y, zero)
+    return close, d2x, d2y, np.sqrt(d2x), np.sqrt(d2y)
+
+
 @njit(**_EPI)
 def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, FX, FY, rowflag, rowacc, Sx, Sy, gx,
               gy, CSX, CSY, NG):
@@ -146,15 +159,9 @@ def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, F
             ry = zero
             if wy and not wx:
                 for c in range(jsu, BJu):
-                    sx = nxi + nxJ[q, c]
-                    sy = nyi + nyJ[q, c]
-                    d2x = sx - (A[q, a, c] + A[q, a, c])
-                    d2y = sy - (C[q, a, c] + C[q, a, c])
-                    cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
-                    d2x = max(d2x, zero)
-                    d2y = max(d2y, zero)
-                    dl = np.sqrt(d2x)
-                    dd = np.sqrt(d2y)
+                    close, d2x, d2y, dl, dd = _gram_pair(nxi + nxJ[q, c], nyi + nyJ[q, c], A[q, a, c], C[q, a, c],
+                                                         theta, zero, one)
+                    cnt += close
                     e = dl - dd
                     sR += e * e
                     sT += d2x
@@ -165,15 +172,9 @@ def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, F
                     ry += r
             elif wx and wy:
                 for c in range(jsu, BJu):
-                    sx = nxi + nxJ[q, c]
-                    sy = nyi + nyJ[q, c]
-                    d2x = sx - (A[q, a, c] + A[q, a, c])
-                    d2y = sy - (C[q, a, c] + C[q, a, c])
-                    cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
-                    d2x = max(d2x, zero)
-                    d2y = max(d2y, zero)
-                    dl = np.sqrt(d2x)
-                    dd = np.sqrt(d2y)
+                    close, d2x, d2y, dl, dd = _gram_pair(nxi + nxJ[q, c], nyi + nyJ[q, c], A[q, a, c], C[q, a, c],
+                                                         theta, zero, one)
+                    cnt += close
                     e = dl - dd
                     sR += e * e
                     sT += d2x
@@ -187,15 +188,9 @@ def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, F
                     rx += s
             elif wx:
                 for c in range(jsu, BJu):
-                    sx = nxi + nxJ[q, c]
-                    sy = nyi + nyJ[q, c]
-                    d2x = sx - (A[q, a, c] + A[q, a, c])
-                    d2y = sy - (C[q, a, c] + C[q, a, c])
-                    cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
-                    d2x = max(d2x, zero)
-                    d2y = max(d2y, zero)
-                    dl = np.sqrt(d2x)
-                    dd = np.sqrt(d2y)
+                    close, d2x, d2y, dl, dd = _gram_pair(nxi + nxJ[q, c], nyi + nyJ[q, c], A[q, a, c], C[q, a, c],
+                                                         theta, zero, one)
+                    cnt += close
                     e = dl - dd
                     sR += e * e
                     sT += d2x
@@ -206,15 +201,9 @@ def _epilogue(A, C, x, y, nx, ny, nxJ, nyJ, pb, r0, c0, theta, d_tiny, wx, wy, F
                     rx += s
             else:
                 for c in range(jsu, BJu):
-                    sx = nxi + nxJ[q, c]
-                    sy = nyi + nyJ[q, c]
-                    d2x = sx - (A[q, a, c] + A[q, a, c])
-                    d2y = sy - (C[q, a, c] + C[q, a, c])
-                    cnt += one if (d2x < theta * sx) | (d2y < theta * sy) else zero
-                    d2x = max(d2x, zero)
-                    d2y = max(d2y, zero)
-                    dl = np.sqrt(d2x)
-                    dd = np.sqrt(d2y)
+                    close, d2x, d2y, dl, dd = _gram_pair(nxi + nxJ[q, c], nyi + nyJ[q, c], A[q, a, c], C[q, a, c],
+                                                         theta, zero, one)
+                    cnt += close
                     e = dl - dd
                     sR += e * e
                     sT += d2x
