@@ -16,15 +16,9 @@ _POOL = {"checked": False}
 
 def passive_numba_pool() -> None:
     """Start Numba's OpenMP pool with ``OMP_WAIT_POLICY=PASSIVE`` unless it runs already or the user chose a
-    policy (the variable is set only while the pool starts, then removed again).
-
-    torch (its bundled libgomp) and Numba's ``omp`` layer (the system libgomp) are two OpenMP runtimes.
-    Alternating them per block is free on an idle machine, but libgomp's workers spin for a while after each
-    parallel region, and on an oversubscribed machine (other busy processes) Numba's spinning workers take the
-    cores MKL's threads need: with two busy processes on the 2-core VM one forward+backward at N = 4096 took
-    1.9 s instead of 0.12 s with a passive Numba pool (torch eager: 0.63 s in both). Idle, the passive pool
-    costs nothing measurable here. Only Numba's runtime reads the variable here (torch's was initialised at
-    import); it applies to every Numba kernel of the process started after this call."""
+    policy (the variable is set only while the pool starts, then removed again; why: the module docstring).
+    Only Numba's runtime reads the variable here (torch's was initialised at import); it applies to every
+    Numba kernel of the process started after this call. Idle, the passive pool costs nothing measurable."""
     if _POOL["checked"]:
         return
     _POOL["checked"] = True
