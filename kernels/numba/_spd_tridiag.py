@@ -134,8 +134,47 @@ def tred2_group(V, d, e, U, scale, h, hs, f, g, hh):
 
 # Per-lane state of the QL iteration: one flat array ``W`` allocated inside the kernel, field k of lane l at
 # ``W[k * LANES + l]``. Every lane loop vectorises, the rotation's square root and division included.
-_C, _S, _P, _C2, _C3, _S2, _CR, _SR, _M, _ACT, _EL1, _DL1, _FSH, _TST, _CRP, _SRP = range(16)
-NSTATE = 16
+_C, _S, _P, _MA, _DL1, _FSH, _TST, _EL1 = range(8)
+NSTATE = 8
+
+
+@njit(**_JIT)
+def _ql_rotation(W, e1, d1, CR, SR, i):
+    """One step of the QL sweep, rotation (i, i + 1), for every lane: the lane state in ``W``, d and e (flat,
+    ``row * LANES + l``), the rotation into ``CR[i]``, ``SR[i]`` (the identity where a lane is inactive).
+
+    d, e are indexed with unsigned (row * LANES + l): no negative-index wraparound (which turned the loads into
+    gathers), rows at constant distances (no run-time alias check between them), so LLVM vectorises the loop,
+    square root and division included. A separate function (LLVM still inlines it): written inside
+    ``tql2_group`` with the per-row rotation arrays, the same loop ran as scalar code, with no vectoriser
+    remark (QL 1.1x slower)."""
+    dt = W.dtype.type
+    zero, one = dt(0), dt(1)
+    fi = dt(i)
+    r0 = i * LANES
+    r1 = r0 + LANES
+    for l in range(LANES):
+        a = fi < W[_MA * LANES + l]
+        ei = e1[np.uint64(r0 + l)]
+        pl = W[_P * LANES + l]
+        di = d1[np.uint64(r0 + l)]
+        cl = W[_C * LANES + l]
+        sl = W[_S * LANES + l]
+        gg = cl * ei
+        hh = cl * pl
+        r = np.sqrt(pl * pl + ei * ei)
+        ir = one / r
+        sn = ei * ir
+        cn = pl * ir
+        pn = cn * di - sn * gg
+        dnext = hh + sn * (cn * gg + sn * di)
+        e1[np.uint64(r1 + l)] = sl * r if a else e1[np.uint64(r1 + l)]
+        d1[np.uint64(r1 + l)] = dnext if a else d1[np.uint64(r1 + l)]
+        W[_S * LANES + l] = sn if a else sl
+        W[_C * LANES + l] = cn if a else cl
+        W[_P * LANES + l] = pn if a else pl
+        CR[i, l] = cn if a else one
+        SR[i, l] = sn if a else zero
 
 
 @njit(**_JIT)
@@ -151,10 +190,15 @@ def tql2_group(Zt, d, e, max_iter):
     dt = Zt.dtype.type
     # lane state, d and e as flat arrays indexed ``row * LANES + l`` (LANES a compile-time constant): the
     # rows of one array are then at constant distances, which lets LLVM vectorise the lane loops with
-    # three run-time alias checks (W, d, e). Indices with a run-time row go through ``np.uint64``: a signed
-    # index gets numba's negative-index wraparound, a select per lane that LLVM can only vectorise as a
-    # gather (measured: the loops ran as scalar code, 8 % of the forward at d = 16)
+    # few run-time alias checks. Indices with a run-time row go through ``np.uint64``: a signed index gets
+    # numba's negative-index wraparound, a select per lane that LLVM can only vectorise as a gather
+    # (measured: the loops ran as scalar code, 8 % of the forward at d = 16)
     W = np.empty(NSTATE * LANES, Zt.dtype)
+    # the rotations of one sweep, row i = rotation (i, i + 1) of every lane (the identity where a lane is
+    # inactive): read by the eigenvector updates and, for rows l0 + 1 and l0 + 2, by the sweep's closing
+    # step (EISPACK's c2, s2, c3), which the rotation loop then need not carry
+    CR = np.empty((n, LANES), Zt.dtype)
+    SR = np.empty((n, LANES), Zt.dtype)
     d1 = d.reshape(n * LANES)
     e1 = e.reshape(n * LANES)
     zero, one, two = dt(0), dt(1), dt(2)
@@ -177,8 +221,8 @@ def tql2_group(Zt, d, e, max_iter):
             m = l0
             while m < n - 1 and not (abs(e[m, l]) <= eps * tst):
                 m += 1
-            W[_M * LANES + l] = dt(m)
-            W[_ACT * LANES + l] = one if m > l0 else zero
+            # a lane rotates at i < MA: its deflation point m while it iterates, l0 (never) once converged
+            W[_MA * LANES + l] = dt(m)
             nact += 1 if m > l0 else 0
             mmax = m if (m > mmax and m > l0) else mmax
         it = 0
@@ -188,8 +232,9 @@ def tql2_group(Zt, d, e, max_iter):
             # shift from the leading 2x2 block
             q0 = l0 * LANES
             q1 = q0 + LANES
+            fl0 = dt(l0)
             for l in range(L):
-                a = W[_ACT * LANES + l] != zero
+                a = fl0 < W[_MA * LANES + l]
                 gl = d1[np.uint64(q0 + l)]
                 el = e1[np.uint64(q0 + l)]
                 pp = (d1[np.uint64(q1 + l)] - gl) / (two * el)
@@ -208,83 +253,53 @@ def tql2_group(Zt, d, e, max_iter):
                 for l in range(L):
                     d[i, l] -= W[_P * LANES + l]
             for l in range(L):
-                W[_P * LANES + l] = d[int(W[_M * LANES + l]), l] if W[_ACT * LANES + l] != zero else zero
+                ma = W[_MA * LANES + l]
+                W[_P * LANES + l] = d[int(ma), l] if fl0 < ma else zero
                 W[_C * LANES + l] = one
-                W[_C2 * LANES + l] = one
-                W[_C3 * LANES + l] = one
                 W[_S * LANES + l] = zero
-                W[_S2 * LANES + l] = zero
                 W[_EL1 * LANES + l] = e[l0 + 1, l]
-            pending = False
             for i in range(mmax - 1, l0 - 1, -1):
-                fi = dt(i)
-                # d, e as flat arrays indexed with unsigned (row * LANES + l): no negative-index wraparound
-                # (which turned the loads into gathers), rows at constant distances (no run-time alias
-                # check between them), so LLVM vectorises this loop, square root and divisions included
-                r0 = i * LANES
-                r1 = r0 + LANES
-                for l in range(L):
-                    a = W[_ACT * LANES + l] != zero and fi < W[_M * LANES + l]
-                    ei = e1[np.uint64(r0 + l)]
-                    pl = W[_P * LANES + l]
-                    di = d1[np.uint64(r0 + l)]
-                    cl = W[_C * LANES + l]
-                    sl = W[_S * LANES + l]
-                    gg = cl * ei
-                    hh = cl * pl
-                    r = np.sqrt(pl * pl + ei * ei)
-                    ir = one / r
-                    sn = ei * ir
-                    cn = pl * ir
-                    pn = cn * di - sn * gg
-                    dnext = hh + sn * (cn * gg + sn * di)
-                    e1[np.uint64(r1 + l)] = sl * r if a else e1[np.uint64(r1 + l)]
-                    d1[np.uint64(r1 + l)] = dnext if a else d1[np.uint64(r1 + l)]
-                    W[_C3 * LANES + l] = W[_C2 * LANES + l] if a else W[_C3 * LANES + l]
-                    W[_C2 * LANES + l] = cl if a else W[_C2 * LANES + l]
-                    W[_S2 * LANES + l] = sl if a else W[_S2 * LANES + l]
-                    W[_S * LANES + l] = sn if a else sl
-                    W[_C * LANES + l] = cn if a else cl
-                    W[_P * LANES + l] = pn if a else pl
-                    W[_CR * LANES + l] = cn if a else one
-                    W[_SR * LANES + l] = sn if a else zero
+                _ql_rotation(W, e1, d1, CR, SR, i)
                 # eigenvectors (rows of Zt = columns of Z): rotations are applied in pairs, i + 1 then i, in
                 # one pass over rows i .. i+2 (rotation i reads the row i+1 that rotation i+1 has just
                 # written, carried in a register): 3 row loads and stores for 2 rotations instead of 4
-                if pending:
+                if (mmax - 1 - i) % 2 == 1:
                     for k in range(n):
                         for l in range(L):
                             z = Zt[i + 2, k, l]
                             zi = Zt[i + 1, k, l]
-                            Zt[i + 2, k, l] = W[_SRP * LANES + l] * zi + W[_CRP * LANES + l] * z
-                            z = W[_CRP * LANES + l] * zi - W[_SRP * LANES + l] * z
+                            Zt[i + 2, k, l] = SR[i + 1, l] * zi + CR[i + 1, l] * z
+                            z = CR[i + 1, l] * zi - SR[i + 1, l] * z
                             zi = Zt[i, k, l]
-                            Zt[i + 1, k, l] = W[_SR * LANES + l] * zi + W[_CR * LANES + l] * z
-                            Zt[i, k, l] = W[_CR * LANES + l] * zi - W[_SR * LANES + l] * z
-                    pending = False
-                else:
-                    for l in range(L):
-                        W[_CRP * LANES + l] = W[_CR * LANES + l]
-                        W[_SRP * LANES + l] = W[_SR * LANES + l]
-                    pending = True
-            if pending:     # an odd number of rotations: the last one (i = l0) alone
+                            Zt[i + 1, k, l] = SR[i, l] * zi + CR[i, l] * z
+                            Zt[i, k, l] = CR[i, l] * zi - SR[i, l] * z
+            if (mmax - l0) % 2 == 1:     # an odd number of rotations: the last one (i = l0) alone
                 for k in range(n):
                     for l in range(L):
                         zi = Zt[l0, k, l]
                         zj = Zt[l0 + 1, k, l]
-                        Zt[l0 + 1, k, l] = W[_SRP * LANES + l] * zi + W[_CRP * LANES + l] * zj
-                        Zt[l0, k, l] = W[_CRP * LANES + l] * zi - W[_SRP * LANES + l] * zj
+                        Zt[l0 + 1, k, l] = SR[l0, l] * zi + CR[l0, l] * zj
+                        Zt[l0, k, l] = CR[l0, l] * zi - SR[l0, l] * zj
+            # closing step: EISPACK's c2, s2 (rotation l0 + 1) and c3 (rotation l0 + 2), the identity past the
+            # sweep's last rotation (mmax - 1)
             nact = 0
+            h1 = l0 + 1 < mmax
+            h2 = l0 + 2 < mmax
+            k1 = min(l0 + 1, n - 1)     # (rows in range even where h1 / h2 is false)
+            k2 = min(l0 + 2, n - 1)
             for l in range(L):
-                a = W[_ACT * LANES + l] != zero
+                a = fl0 < W[_MA * LANES + l]
+                c2 = CR[k1, l] if h1 else one
+                s2 = SR[k1, l] if h1 else zero
+                c3 = CR[k2, l] if h2 else one
                 sl = W[_S * LANES + l]
                 ep = e1[np.uint64(q0 + l)]
-                pn = -sl * W[_S2 * LANES + l] * W[_C3 * LANES + l] * W[_EL1 * LANES + l] * ep / W[_DL1 * LANES + l]
+                pn = -sl * s2 * c3 * W[_EL1 * LANES + l] * ep / W[_DL1 * LANES + l]
                 en = sl * pn if a else ep
                 e1[np.uint64(q0 + l)] = en
                 d1[np.uint64(q0 + l)] = W[_C * LANES + l] * pn if a else d1[np.uint64(q0 + l)]
                 still = a and abs(en) > eps * W[_TST * LANES + l]
-                W[_ACT * LANES + l] = one if still else zero
+                W[_MA * LANES + l] = W[_MA * LANES + l] if still else fl0
                 nact += 1 if still else 0
         for l in range(L):
             d[l0, l] += W[_FSH * LANES + l]
