@@ -220,17 +220,23 @@ def test_numba_aligned_y_is_read_in_place():
 
 @pytest.fixture(params=["diag-whole", "diag-split"])
 def small_numba_blocks(monkeypatch, request):
-    """Numba stress with 32-row blocks and ~48-column chunks (instead of 512 x ~2048); "diag-split": the
-    diagonal 32-squares of a single problem split into 16- and 8-rectangles and 8-squares (DIAG_MIN = 8)."""
+    """Numba stress with 32-row blocks and ~48-column chunks (instead of 1024 x ~1024), I-side gradient products
+    in 8-row pieces; "diag-split": the diagonal 32-squares of a single problem split into 16- and
+    8-rectangles and 8-squares (DIAG_MIN = 8)."""
     from multialign.kernels.numba import _stress_blas
 
     monkeypatch.setattr(_stress_blas, "ELEMS", 32 * 48)
     monkeypatch.setattr(_stress_blas, "BI_MAX", 32)
+    monkeypatch.setattr(_stress_blas, "BI_BATCH", 32)
+    monkeypatch.setattr(_stress_blas, "GI_ROWS", 8)    # I-side gradient products in 8-row pieces where they divide
     if request.param == "diag-split":
         monkeypatch.setattr(_stress_blas, "DIAG_MIN", 8)
         assert _stress_blas._diag_sizes(1, 101, 32) == [16, 8]
+        assert _stress_blas.block_sizes(1, 27) == (16, 96)      # N < BI_MAX: a halved block whose square splits
+        assert _stress_blas._diag_sizes(1, 27, 16) == [8]
     else:
         assert _stress_blas._diag_sizes(1, 101, 32) == []
+        assert _stress_blas.block_sizes(1, 27) == (27, 56)
     assert _stress_blas._diag_sizes(2, 101, 27) == []
     assert _stress_blas.block_sizes(1, 101) == (32, 48)
     assert _stress_blas.block_sizes(2, 101) == (27, 28)
@@ -259,6 +265,19 @@ def test_numba_small_blocks_many_diagonal_squares(small_numba_blocks):
     batches per size when split), a ragged last row block: value and both gradients (float64)."""
     x = make_tensor(230, 6, dtype=torch.float64, seed=62, requires_grad=True)
     y = make_tensor(230, 3, dtype=torch.float64, seed=63, requires_grad=True)
+    s = ops.stress(x, y, backend="numba")
+    assert_close(s, torch.tensor(_scipy_stress(_np(x), _np(y)), dtype=torch.float64), dtype=torch.float64)
+    gx, gy = torch.autograd.grad(s, (x, y))
+    wx, wy = _closed_form_grads(_np(x), _np(y))
+    assert_close(gx, torch.from_numpy(wx), rtol=1e-9, atol=1e-12, name="grad x")
+    assert_close(gy, torch.from_numpy(wy), rtol=1e-9, atol=1e-12, name="grad y")
+
+
+def test_numba_small_blocks_fewer_points_than_a_row_block(small_numba_blocks):
+    """N = 27 < BI_MAX = 32: one 27-point block ("diag-whole"), or a halved 16-point block whose diagonal
+    square is split plus a ragged 11-point one ("diag-split"): value and both gradients (float64)."""
+    x = make_tensor(27, 5, dtype=torch.float64, seed=64, requires_grad=True)
+    y = make_tensor(27, 4, dtype=torch.float64, seed=65, requires_grad=True)
     s = ops.stress(x, y, backend="numba")
     assert_close(s, torch.tensor(_scipy_stress(_np(x), _np(y)), dtype=torch.float64), dtype=torch.float64)
     gx, gy = torch.autograd.grad(s, (x, y))
