@@ -406,6 +406,25 @@ def test_gradient_of_clamped_eigenvalues_is_zero(backend):
     assert abs(float(v0 @ Sg.grad[0].cpu() @ v0)) < 1e-12
 
 
+
+def test_backward_with_clamping_in_some_lane_groups(backend):
+    """``min_eig`` clamps one eigenvalue of matrices 32..63 only, the second lane group of the Numba kernels,
+    whose Loewner loop then takes the clamped branch while the other groups take the plain one: every
+    matrix's gradient against the float64 reference (d = 5 and d = 20: the lane and the tridiagonal path)."""
+    dev = device_for(backend)
+    for d in small(backend, triton=(3,), other=(5, 20)):
+        B = small(backend, triton=2, other=70)
+        lams = torch.linspace(0.5, 2.0, d, dtype=torch.float64).repeat(B, 1)
+        lams[32:64 if B > 64 else 1, 0] = 1e-3              # under min_eig = 0.1
+        S = spd_with_spectrum(lams, seed=23 + d)
+        W = torch.randn(B, d, d, generator=torch.Generator().manual_seed(d), dtype=torch.float64)
+        for func in ("log", "sqrt", "pow"):
+            Xg = S.to(dev).clone().requires_grad_()
+            (apply(func, Xg, backend, p=-0.4, min_eig=0.1) * W.to(dev)).sum().backward()
+            Xr = S.clone().requires_grad_()
+            (apply(func, Xr, "torch", p=-0.4, min_eig=0.1) * W).sum().backward()
+            assert rel_err(Xg.grad, Xr.grad) < 1e-11, (d, func, rel_err(Xg.grad, Xr.grad))
+
 # --------------------------------------------------------------------------------------------------
 # distances (formulas as in pyRiemann's pyriemann/geometry/distance.py) and the covariance helper
 # --------------------------------------------------------------------------------------------------

@@ -163,29 +163,30 @@ def _expm1_over(y):
 
 
 @njit(inline="always")
-def _dd_log(a, b, fa, fb, p):
-    # log1p(d / a) / d = log(w) / ((w - 1) a) with w = fl(1 + d / a) (Goldberg's compensation)
-    w = 1.0 + (b - a) / a
+def _dd_log(a, b, fa, fb, ia, p):
+    # log1p(d / a) / d = log(w) / ((w - 1) a) with w = fl(1 + d / a) (Goldberg's compensation: exact for the
+    # u = w - 1 that w represents, so d / a may be d * (1 / a), one rounding more, one division less)
+    w = 1.0 + (b - a) * ia
     v = log64(w) / ((w - 1.0) * a)
-    v = 1.0 / a if w == 1.0 else v
+    v = ia if w == 1.0 else v
     return np.inf if a == 0.0 else v
 
 
 @njit(inline="always")
-def _dd_sqrt(a, b, fa, fb, p):
+def _dd_sqrt(a, b, fa, fb, ia, p):
     s = fa + fb  # fk = sqrt(lam_k)
     return 0.0 if s == 0.0 else 1.0 / s
 
 
 @njit(inline="always")
-def _dd_invsqrt(a, b, fa, fb, p):
+def _dd_invsqrt(a, b, fa, fb, ia, p):
     sa = 1.0 / fa  # fk = lam_k^-1/2
     sb = 1.0 / fb
     return -1.0 / (sa * sb * (sa + sb))
 
 
 @njit(inline="always")
-def _dd_exp(a, b, fa, fb, p):
+def _dd_exp(a, b, fa, fb, ia, p):
     # fk = e^lam_k; (e^b - e^a) / d loses at most a factor e^d/(e^d - 1) < 2.6 for d >= 1/2
     d = b - a
     v = (fb - fa) / d
@@ -193,11 +194,11 @@ def _dd_exp(a, b, fa, fb, p):
 
 
 @njit(inline="always")
-def _dd_pow(a, b, fa, fb, p):
+def _dd_pow(a, b, fa, fb, ia, p):
     # fk = lam_k^p; with y = p log1p(d / a): a^p expm1(y) / d, from the series for |y| < 1/2,
     # from (b^p - a^p) / d otherwise (cancellation below a factor 2.6)
     d = b - a
-    u = d / a
+    u = d * ia
     w = 1.0 + u
     l1p = u if w == 1.0 else log64(w) * (u / (w - 1.0))
     y = p * l1p
@@ -209,21 +210,34 @@ def _dd_pow(a, b, fa, fb, p):
 
 
 @njit(inline="always")
-def _loewner_pairs(lam, h, fh, Lw, dd, p):
+def _loewner_pairs(lam, h, fh, ih, Lw, dd, p, clamped):
+    """The upper triangle of the Loewner matrices (then mirrored). ``ih = 1 / h`` per eigenvalue (n divisions
+    per matrix instead of one per pair). Without a clamped eigenvalue in the group (``clamped`` false: the
+    usual case) the clamping correction ``(h_i - h_j) / (w_i - w_j)`` is left out: its division per pair
+    would cost a fifth of the loop (which is bound by the divider)."""
     n, L = lam.shape
     for i in range(n):
         for j in range(i, n):
-            for l in range(L):
-                wi = lam[i, l]
-                wj = lam[j, l]
-                hi = h[i, l]
-                hj = h[j, l]
-                lo = hi <= hj
-                v = dd(hi if lo else hj, hj if lo else hi, fh[i, l] if lo else fh[j, l], fh[j, l] if lo else fh[i, l], p)
-                # a clamped eigenvalue: the divided difference of h is L_f * (hi - hj) / (wi - wj)
-                dw = wi - wj
-                r = 0.0 if dw == 0.0 else (hi - hj) / dw
-                Lw[i, j, l] = v * r if (hi != wi or hj != wj) else v
+            if clamped:
+                for l in range(L):
+                    wi = lam[i, l]
+                    wj = lam[j, l]
+                    hi = h[i, l]
+                    hj = h[j, l]
+                    lo = hi <= hj
+                    v = dd(hi if lo else hj, hj if lo else hi, fh[i, l] if lo else fh[j, l], fh[j, l] if lo else fh[i, l],
+                           ih[i, l] if lo else ih[j, l], p)
+                    # a clamped eigenvalue: the divided difference of h is L_f * (hi - hj) / (wi - wj)
+                    dw = wi - wj
+                    r = 0.0 if dw == 0.0 else (hi - hj) / dw
+                    Lw[i, j, l] = v * r if (hi != wi or hj != wj) else v
+            else:
+                for l in range(L):
+                    hi = h[i, l]
+                    hj = h[j, l]
+                    lo = hi <= hj
+                    Lw[i, j, l] = dd(hi if lo else hj, hj if lo else hi, fh[i, l] if lo else fh[j, l],
+                                     fh[j, l] if lo else fh[i, l], ih[i, l] if lo else ih[j, l], p)
     for i in range(1, n):  # mirror: reads rows < i, writes row i (no interleaved streams)
         for j in range(i):
             for l in range(L):
@@ -231,11 +245,12 @@ def _loewner_pairs(lam, h, fh, Lw, dd, p):
 
 
 @njit(**_JIT)
-def loewner_group(lam, func, p, abs_floor, rel_floor, Lw, h, fh):
+def loewner_group(lam, func, p, abs_floor, rel_floor, Lw, h, fh, ih):
     """``Lw[i, j, l]``: Loewner matrix of ``x -> f(max(x, floor))`` at the eigenvalues ``lam[:, l]`` of lane
     l, vectorised across lanes. Everything float64 (one compiled specialisation for every input dtype);
-    ``h``, ``fh`` (n, L) scratch."""
+    ``h``, ``fh``, ``ih`` (n, L) scratch."""
     n, L = lam.shape
+    clamped = False
     for l in range(L):
         top = -np.inf
         for k in range(n):
@@ -243,18 +258,22 @@ def loewner_group(lam, func, p, abs_floor, rel_floor, Lw, h, fh):
         fl = floor_of(top, abs_floor, rel_floor)
         for k in range(n):
             x = max(lam[k, l], fl)
+            clamped |= x != lam[k, l]
             h[k, l] = x
             fh[k, l] = apply_func(x, func, p)
+    for k in range(n):
+        for l in range(L):
+            ih[k, l] = 1.0 / h[k, l]
     if func == 0:
-        _loewner_pairs(lam, h, fh, Lw, _dd_log, p)
+        _loewner_pairs(lam, h, fh, ih, Lw, _dd_log, p, clamped)
     elif func == 1:
-        _loewner_pairs(lam, h, fh, Lw, _dd_sqrt, p)
+        _loewner_pairs(lam, h, fh, ih, Lw, _dd_sqrt, p, clamped)
     elif func == 2:
-        _loewner_pairs(lam, h, fh, Lw, _dd_invsqrt, p)
+        _loewner_pairs(lam, h, fh, ih, Lw, _dd_invsqrt, p, clamped)
     elif func == 3:
-        _loewner_pairs(lam, h, fh, Lw, _dd_exp, p)
+        _loewner_pairs(lam, h, fh, ih, Lw, _dd_exp, p, clamped)
     else:
-        _loewner_pairs(lam, h, fh, Lw, _dd_pow, p)
+        _loewner_pairs(lam, h, fh, ih, Lw, _dd_pow, p, clamped)
 
 
 @njit(**_JIT)

@@ -151,13 +151,13 @@ def refined_middle(M, nrm, lam64, h, fh, func, p, Y):
                     fa = fh[k, l] if lo else fh[m, l]
                     fb = fh[m, l] if lo else fh[k, l]
                     if func == 1:
-                        v = _dd_sqrt(a, b, fa, fb, 0.0)
+                        v = _dd_sqrt(a, b, fa, fb, 0.0, 0.0)
                     elif func == 2:
-                        v = _dd_invsqrt(a, b, fa, fb, 0.0)
+                        v = _dd_invsqrt(a, b, fa, fb, 0.0, 0.0)
                     elif func == 3:
-                        v = _dd_exp(a, b, fa, fb, 0.0)
+                        v = _dd_exp(a, b, fa, fb, 0.0, 0.0)
                     else:
-                        v = _dd_pow(a, b, fa, fb, p)
+                        v = _dd_pow(a, b, fa, fb, 1.0 / a, p)
                 dw = lam64[k, l] - lam64[m, l]
                 r = 0.0 if dw == 0.0 else dh / dw
                 v = v * r if (hk != lam64[k, l] or hm != lam64[m, l]) else v

@@ -167,13 +167,13 @@ def _forward_groups(g0, g1, S, use_jacobi, want_f, refine, func, p, abs_floor, r
 
 
 @njit(inline="always")
-def _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, Lout, h, fh):
+def _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, Lout, h, fh, ih):
     """Lout (n, n, LANES) <- the Loewner matrices of the lane group starting at matrix b0 (nb real lanes; the
     padding lanes get eigenvalues 1, which every function accepts)."""
     for l in range(lam.shape[1]):
         for k in range(lam.shape[0]):
             lam[k, l] = w[b0 + l, k] if l < nb else 1.0
-    loewner_group(lam, func, p, abs_floor, rel_floor, Lout, h, fh)
+    loewner_group(lam, func, p, abs_floor, rel_floor, Lout, h, fh, ih)
 
 
 @njit(**_JIT)
@@ -184,11 +184,12 @@ def _loewner_groups(g0, g1, w, func, p, abs_floor, rel_floor, Lw):
     lam = np.empty((n, L), np.float64)
     h = np.empty((n, L), np.float64)
     fh = np.empty((n, L), np.float64)
+    ih = np.empty((n, L), np.float64)
     Ll = np.empty((n, n, L), np.float64)
     for g in range(g0, g1):
         b0 = g * L
         nb = min(L, B - b0)
-        _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, Ll, h, fh)
+        _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, Ll, h, fh, ih)
         for l in range(nb):
             for i in range(n):
                 for j in range(n):
@@ -211,13 +212,14 @@ def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
     lam = np.empty((n, L), np.float64)
     h = np.empty((n, L), np.float64)
     fh = np.empty((n, L), np.float64)
+    ih = np.empty((n, L), np.float64)
     L64 = np.empty((n, n, L), np.float64)
     Vn = np.empty((n, n, L), dt)
     acc = np.empty(8 * L, dt)
     for g in range(g0, g1):
         b0 = g * L
         nb = min(L, B - b0)
-        _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, L64, h, fh)
+        _group_loewner(w, b0, nb, func, p, abs_floor, rel_floor, lam, L64, h, fh, ih)
         for k in range(n):
             for i in range(n):
                 for l in range(L):
