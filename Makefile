@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # The CPU build of torch is installed first, on its own, so that no multi-GB CUDA build is pulled in.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: test venv clean bench wheel asv-quick asv-run asv-compare bench-compare bench-docs gpu-static
+.PHONY: test venv clean clean-numba-cache bench wheel asv-quick asv-run asv-compare bench-compare bench-docs gpu-static
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,5 +83,10 @@ gpu-static: $(VENV)/.installed
 wheel: $(VENV)/.installed
 	$(PY) -m build --wheel --outdir dist .
 
-clean:
+clean: clean-numba-cache
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+
+# Numba's on-disk cache keys a function on its own file only: after editing a helper module (e.g.
+# kernels/numba/_spd_lanes.py), the cached kernels that call it (kernels/numba/spd.py) are stale.
+clean-numba-cache:
+	find kernels multialign -name '*.nbi' -delete -o -name '*.nbc' -delete
