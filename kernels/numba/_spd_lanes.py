@@ -110,17 +110,33 @@ def eigvals_group(A, scale, lam):
 
 @njit(**_JIT)
 def matfun_values(lam, func, p, abs_floor, rel_floor, fw):
-    """``fw[k, l] = f(max(lam[k, l], floor_l))``."""
+    """``fw[k, l] = f(max(lam[k, l], floor_l))``. log and the square roots in vector loops across the lanes
+    (``log64``: < 1 ulp, like libm's scalar calls, which it replaces); exp and powers through libm (the
+    vectorisable ``exp64`` is 2 ulp; ``exp(p log x)`` would lose ``|p log x|`` ulp)."""
     n, L = lam.shape
     dt = fw.dtype.type
+    fl = np.empty(L, np.float64)
     for l in range(L):
         top = -np.inf
         for k in range(n):
             top = max(top, float(lam[k, l]))
-        fl = floor_of(top, abs_floor, rel_floor)
+        fl[l] = floor_of(top, abs_floor, rel_floor)
+    if func == 0:
         for k in range(n):
-            x = max(float(lam[k, l]), fl)
-            fw[k, l] = dt(apply_func(x, func, p))
+            for l in range(L):
+                fw[k, l] = dt(log64(max(float(lam[k, l]), fl[l])))
+    elif func == 1:
+        for k in range(n):
+            for l in range(L):
+                fw[k, l] = dt(np.sqrt(max(float(lam[k, l]), fl[l])))
+    elif func == 2:
+        for k in range(n):
+            for l in range(L):
+                fw[k, l] = dt(1.0 / np.sqrt(max(float(lam[k, l]), fl[l])))
+    else:
+        for k in range(n):
+            for l in range(L):
+                fw[k, l] = dt(apply_func(max(float(lam[k, l]), fl[l]), func, p))
 
 
 @njit(**_JIT)
