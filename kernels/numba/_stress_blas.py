@@ -14,21 +14,32 @@ triangle only):
    returns the number of rows with close pairs);
 3. ``_colpass`` (only for blocks with close pairs; parallel over fixed column chunks): the column side of the
    exact close-pair terms;
-4. the gradient products ``V_I += w v_J`` and ``V_J += w^T v_I`` as ``baddbmm_`` (MKL) into the output.
+4. the gradient products ``V_I += w v_J`` and ``V_J += w^T v_I`` (MKL) into the output, split so that each
+   MKL thread runs whole products (``_grad``): the I side as a batch of 128-row pieces, for skinny v the J
+   side as two K-halves (a 64-column product split between the threads ran at 55 % of the Gram rate).
 
 ``G_p = S_p v_p - V_p + (exact terms)``, ``S_p`` the row sums of the weights over the Gram-form pairs.
 
+Block sizes (``block_sizes``): one problem 1024-row blocks and 1024-column chunks (4 MB float32 tiles),
+a batch 512-row blocks. Measured (N = 4096 fwd+bwd, interleaved in one process, medians of 50 calls):
+512 x 2048 blocks with unsplit gradient products 47.2 ms; 1024 x 1024 with the I-side split 45.1 ms; with
+the J-side split too 44.8 ms (forward alone 30.5 -> 29.4 ms; B = 2 unchanged, 95.8 / 94.1 ms); 8 MB tiles,
+512 x 512 / 512 x 1024 tiles and 64- / 256- / 512-row gradient pieces no better.
+
 Diagonal squares (one problem, B = 1): the row blocks' column chunks start past their own diagonal square;
 the squares ``(BI x BI)`` of the first ``L = BI floor(N / BI)`` rows are split instead of being computed
-whole with their lower halves dropped (~11 % of the pairs at N = 4096, BI = 512): for s = BI / 2, BI / 4,
+whole with their lower halves dropped (25 % of the pairs at N = 4096, BI = 1024): for s = BI / 2, BI / 4,
 ..., DIAG_MIN the ``s x s`` rectangles above the diagonal of every ``2s x 2s`` square, batched over the
 squares (one bmm / epilogue / baddbmm_ set per size), then the ``DIAG_MIN`` squares whole. A batch is ``E``
 entries, each with its own problem, first row and first column (``pb``, ``r0``, ``c0``); the entries of one
-batch have disjoint rows and disjoint columns. Measured (same process, N = 4096, fwd+bwd): 48.3 -> 45.9 ms;
-DIAG_MIN 32 / 64 / 128 / 256 within the noise of each other.
+batch have disjoint rows and disjoint columns. Measured (same process, N = 4096, fwd+bwd, BI = 512): 48.3 ->
+45.9 ms; DIAG_MIN 32 / 64 / 128 / 256 within the noise of each other (64 / 128 / 256 again at BI = 1024).
+Profile at N = 4096 (BI = 1024, 2 threads): the 128-level (rectangles and half-wasted squares) costs ~8 ns
+per useful pair against ~4.6 in the main blocks, the 512- and 256-levels ~5.
 
 Memory: the two (three or four, with close pairs and gradients) ``B x BI x BJ`` workspaces (~4 MB each,
-reused across blocks and calls) and O(N) vectors besides the outputs -- independent of N.
+reused across blocks and calls), the J-side halves (``2 BJ D``: 512 KB at D = 64) and O(N) vectors besides
+the outputs -- independent of N.
 
 Close pairs: ``||a||^2 + ||b||^2 - 2<a, b>`` loses relative accuracy ~u (||a||^2 + ||b||^2) / d^2; a pair
 below ``theta (||a||^2 + ||b||^2)`` is recomputed exactly, its weight kept out of the Gram-form products
@@ -328,8 +339,9 @@ def _grad(gI, gJ, W, vI, vJ):
     thread instead of splitting one product between the threads: the I side as a batch of ``GI_ROWS``-row
     pieces sharing vJ (when they divide ni); for skinny v (D <= GJ_DMAX) the J side as two K = ni / 2
     halves into a workspace, then subtracted (when ni >= 2 GI_ROWS). Measured at N = 4096, D = 64 (same
-    process): the gradient products 10.5 -> 9.4 ms (I side split), then 9.x -> 8.x ms (J side).
-    ``GI_ROWS = 0`` / ``GJ_DMAX = 0``: the plain products."""
+    process, the products' time per fwd+bwd): 10.5 -> 9.4 ms (I side split), 9.9 -> 9.5 ms (J side too); in
+    isolation (1024 x 1024 weights) I 0.58 -> 0.42 ms, J 0.73 -> 0.57 ms. At D = 512 the J split measured
+    no gain, the I split ~3 %. ``GI_ROWS = 0`` / ``GJ_DMAX = 0``: the plain products."""
     E, ni, nj = W.shape
     D = vI.shape[2]
     if GI_ROWS and ni > GI_ROWS and ni % GI_ROWS == 0:

@@ -7,17 +7,18 @@ from which the ops layer builds every gradient in O(N D) (METHODS.md C.3.4).
 
 The work is in ``_stress_blas.py`` (its docstring has the details). In short:
 
-* **Upper triangle, BLAS Gram blocks.** Rows are cut into blocks ``I`` of up to 512 points and the columns
-  past ``I``'s diagonal square into chunks ``J`` of ~4 MB tiles (the diagonal squares of one problem are
-  split into batched above-diagonal rectangles down to 128 x 128: their lower halves are not computed);
-  ``x_I x_J^T`` (K = D1) and ``y_I y_J^T`` (K = D2)
-  come from ``torch.bmm(..., out=workspace)`` (MKL sgemm, AVX-512 on the development VM: ~2-3x the Numba
+* **Upper triangle, BLAS Gram blocks.** Rows are cut into blocks ``I`` of up to 1024 points (one problem;
+  512 in a batch) and the columns past ``I``'s diagonal square into chunks ``J`` of ~4 MB tiles (the diagonal
+  squares of one problem are split into batched above-diagonal rectangles down to 128 x 128: their lower
+  halves are not computed); ``x_I x_J^T`` (K = D1) and ``y_I y_J^T`` (K = D2) come from
+  ``torch.bmm(..., out=workspace)`` (MKL sgemm, AVX-512 on the development VM: ~2-3x the Numba
   register-tile product ``_tiles.panel_dot`` that the previous version of this kernel used).
 * **One fused epilogue pass** (Numba ``prange`` over the rows of the block, in place): distances, the four
   pair sums per row (float32 within a row chunk, float64 across chunks: results do not depend on the thread
   count), and the weight tiles ``delta / d`` (y side) and ``d / delta`` (x side) written over the Gram tiles
   with their row sums; a fixed-chunk column pass adds the column sums.
-* **Gradient products as GEMMs**: ``V_I += w v_J`` and ``V_J += w^T v_I`` (``baddbmm_`` into the output),
+* **Gradient products as GEMMs**: ``V_I += w v_J`` and ``V_J += w^T v_I`` (``baddbmm_`` into the output,
+  split into pieces that MKL runs one per thread),
   then ``G = S v - V`` (the pair sums are bitwise independent of the thread counts; the gradient
   accumulators only to rounding: MKL may split the K = BJ reduction of ``w v_J`` by thread count). Half the pairs of a full sweep, no N x N buffer: the workspaces (2 to 4 tiles of
   ~4 MB, reused across blocks and calls) and O(N) vectors are all the memory besides x, y and the outputs.
@@ -40,7 +41,12 @@ The work is in ``_stress_blas.py`` (its docstring has the details). In short:
   therefore starts Numba's pool with ``OMP_WAIT_POLICY=PASSIVE`` (unless it already runs or the user set a
   policy); idle, that costs nothing measurable here.
 
-Measured after the diagonal split (same VM, same process, ``ops.stress(x, y).backward()`` on the bench's
+Measured after the 1024-row blocks and the split gradient products (same VM; ``ops.stress(x, y).backward()``
+on the bench's data, interleaved in one process, medians of 50 calls): N = 4096 47.2 -> 44.8 ms, forward
+alone 30.5 -> 29.4 ms; the bench (``--case "stress_fwd_bwd[4096x512x64]" --compare --bars --procs 2``)
+43.9 ms = 1.44x its floor (30.4 ms) against torch eager 172 ms (3.92x); N = 65536 10.3 s, peak 48 MB above
+the inputs (the bench's figure, as before).
+Earlier, after the diagonal split (same VM, same process, ``ops.stress(x, y).backward()`` on the bench's
 data, medians of 12 rounds): N = 4096 46.5 -> 44.7 ms; the bench (``--case "stress_fwd_bwd[4096x512x64]"``)
 1.51x and 1.55x its floor in two runs (45.8 ms at a GEMM ceiling of 391 GFLOP/s; 47.9 ms at 383);
 N = 65536 10.4-10.7 s, peak 48 MiB above the inputs with glibc's default malloc (the bench's figure; with
