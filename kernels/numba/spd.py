@@ -49,7 +49,7 @@ from ._spd_jacobi import jacobi_group
 from ._spd_lanes import (FUNC_CODES, LANES, dk_group, eigvals_group, load_group, loewner_group, matfun_values,
                          reconstruct_group)
 from ._spd_refine import reconstruct_full, refine_products, refined_middle, refined_values
-from ._spd_tridiag import tql2_group, transpose_group, tred2_group
+from ._spd_tridiag import tql2_async_group, tql2_group, transpose_group, tred2_group
 
 JACOBI_MAX_D = 5
 DK_LANES_MAX_D = {torch.float32: 32, torch.float64: 48}   # backward products: lane groups up to here,
@@ -57,6 +57,7 @@ DK_LANES_MAX_D = {torch.float32: 32, torch.float64: 48}   # backward products: l
 LANE_MAX_D = 64
 MAX_SWEEPS = 30       # Jacobi: 4-9 sweeps in practice
 QL_ITERS_PER_D = 30   # QL: 1-3 iterations per eigenvalue in practice
+QL_ASYNC_MIN_D = 32   # from here on every lane of the QL works on its own eigenvalue (_spd_tridiag.tql2_async_group)
 REFINE_F32 = True     # float32 matrix functions for JACOBI_MAX_D < d <= LANE_MAX_D: float64 refinement
 
 _JIT = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -105,7 +106,10 @@ def _forward_groups(g0, g1, S, use_jacobi, want_f, refine, func, p, abs_floor, r
         else:
             tred2_group(A, lam, Y, X, ls[0], ls[1], ls[2], ls[3], ls[4], ls[5])
             transpose_group(A, Vt)
-            tql2_group(Vt, lam, Y, QL_ITERS_PER_D * n)
+            if n >= QL_ASYNC_MIN_D:
+                tql2_async_group(Vt, lam, Y, QL_ITERS_PER_D * n)
+            else:
+                tql2_group(Vt, lam, Y, QL_ITERS_PER_D * n)
             for k in range(n):
                 for l in range(L):
                     lam[k, l] /= scale[l]
