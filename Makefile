@@ -57,13 +57,13 @@ bench-compare: $(VENV)/.bench-installed
 # Regenerates docs/benchmarks.md and docs/bench-results/ (JSON, CSV, Markdown, plots): the static GPU report
 # (every Triton kernel at every autotune config, sm_80 and sm_90), then the CPU comparison of exactly what the
 # kernel issues' performance bars compare (`--bars`: their sizes and peers; multialign alone at the large sizes
-# where eager peers run out of memory), one op at a time merged into one report, then the page. About 20 minutes
+# where eager peers run out of memory), one op at a time merged into one report, then the page. About 35 minutes
 # on the 2-core development VM: run it on a quiet machine. BENCH_LOCK prefixes each step (e.g. "flock x.lock");
 # BENCH_DOCS_OPS=spd BENCH_DOCS_KEEP=1 re-times one op and keeps the others' figures; BENCH_DOCS_STATIC= skips
 # the static GPU report (keeps docs/bench-results/gpu_static.json); BENCH_DOCS_ARGS="--compare
 # --sizes medium,large --peer-cases-only --tuned-malloc peers" is the broad (~1 h) comparison of every peer case.
 BENCH_DOCS_OPS  ?= spd stress sinkhorn gram mmd
-BENCH_DOCS_ARGS ?= --compare --bars --tuned-malloc all --reps 3 --budget 1
+BENCH_DOCS_ARGS ?= --compare --bars --tuned-malloc all --reps 10 --budget 1 --procs 2
 BENCH_DOCS_KEEP ?=
 BENCH_DOCS_STATIC ?= 1
 BENCH_LOCK      ?=

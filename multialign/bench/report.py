@@ -468,10 +468,10 @@ def plots(rows_: list[dict], doc: dict, out_dir: str) -> list[str]:
 # --------------------------------------------------------------------------------------------- docs page
 REGENERATE = """\
 ```bash
-make bench-docs     # all of the below, ~20 min on 2 cores; run it on a quiet machine (`uptime`)
+make bench-docs     # all of the below, ~35 min on 2 cores; run it on a quiet machine (`uptime`)
 multialign bench --gpu-static --out docs/bench-results                           # static GPU report (JSON, md)
 for op in spd stress sinkhorn gram mmd; do                                       # what the issues' bars compare
-  multialign bench --op $op --compare --bars --tuned-malloc all --reps 3 --budget 1 --merge --out docs/bench-results
+  multialign bench --op $op --compare --bars --tuned-malloc all --reps 10 --budget 1 --procs 2 --merge --out docs/bench-results
 done
 multialign bench --render docs/bench-results --doc docs/benchmarks.md           # tables, plots, this page
 ```"""
