@@ -281,11 +281,14 @@ def test_nonfinite_input_gives_nan_not_a_hang(backend):
     if backend == "torch":
         pytest.skip("torch.linalg.eigh raises on NaN input (LAPACK reports non-convergence)")
     dev = device_for(backend)
-    S = random_spd(2, d=4, seed=6)
-    S[1, 0, 0] = float("nan")
-    out = ops.spd_log(S.to(dev), backend=backend)
-    assert torch.isnan(out[1]).all()
-    torch.testing.assert_close(out[0].cpu(), ops.spd_log(S[0], backend="torch"))
+    for d in small(backend, triton=(4,), other=(4, 16, 33)):      # Jacobi, lock-step and asynchronous QL
+        for bad in (float("nan"), float("inf")):
+            S = random_spd(3, d=d, seed=6)
+            S[1, 0, 0] = bad
+            out = ops.spd_log(S.to(dev), backend=backend)
+            assert torch.isnan(out[1]).all(), (d, bad)
+            torch.testing.assert_close(out[0].cpu(), ops.spd_log(S[0], backend="torch"))
+            torch.testing.assert_close(out[2].cpu(), ops.spd_log(S[2], backend="torch"))
 
 
 # --------------------------------------------------------------------------------------------------
