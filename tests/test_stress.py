@@ -260,24 +260,16 @@ def test_numba_small_blocks_cross_chunks(small_numba_blocks, batch):
     assert_close(gy1, gy, rtol=1e-12, atol=1e-14)
 
 
-def test_numba_small_blocks_many_diagonal_squares(small_numba_blocks):
-    """N = 230 over 32-row blocks: 7 diagonal squares, more 16-rectangles than one workspace holds (several
-    batches per size when split), a ragged last row block: value and both gradients (float64)."""
-    x = make_tensor(230, 6, dtype=torch.float64, seed=62, requires_grad=True)
-    y = make_tensor(230, 3, dtype=torch.float64, seed=63, requires_grad=True)
-    s = ops.stress(x, y, backend="numba")
-    assert_close(s, torch.tensor(_scipy_stress(_np(x), _np(y)), dtype=torch.float64), dtype=torch.float64)
-    gx, gy = torch.autograd.grad(s, (x, y))
-    wx, wy = _closed_form_grads(_np(x), _np(y))
-    assert_close(gx, torch.from_numpy(wx), rtol=1e-9, atol=1e-12, name="grad x")
-    assert_close(gy, torch.from_numpy(wy), rtol=1e-9, atol=1e-12, name="grad y")
+@pytest.mark.parametrize("n, d1, d2, seed", [(230, 6, 3, 62), (27, 5, 4, 64)])
+def test_numba_small_blocks_value_and_gradients(small_numba_blocks, n, d1, d2, seed):
+    """Against SciPy and the closed-form gradients (float64), with small blocks:
 
-
-def test_numba_small_blocks_fewer_points_than_a_row_block(small_numba_blocks):
-    """N = 27 < BI_MAX = 32: one 27-point block ("diag-whole"), or a halved 16-point block whose diagonal
-    square is split plus a ragged 11-point one ("diag-split"): value and both gradients (float64)."""
-    x = make_tensor(27, 5, dtype=torch.float64, seed=64, requires_grad=True)
-    y = make_tensor(27, 4, dtype=torch.float64, seed=65, requires_grad=True)
+    * N = 230 over 32-row blocks: 7 diagonal squares, more 16-rectangles than one workspace holds (several
+      batches per size when split), a ragged last row block;
+    * N = 27 < BI_MAX = 32: one 27-point block ("diag-whole"), or a halved 16-point block whose diagonal
+      square is split plus a ragged 11-point one ("diag-split")."""
+    x = make_tensor(n, d1, dtype=torch.float64, seed=seed, requires_grad=True)
+    y = make_tensor(n, d2, dtype=torch.float64, seed=seed + 1, requires_grad=True)
     s = ops.stress(x, y, backend="numba")
     assert_close(s, torch.tensor(_scipy_stress(_np(x), _np(y)), dtype=torch.float64), dtype=torch.float64)
     gx, gy = torch.autograd.grad(s, (x, y))

@@ -135,15 +135,19 @@ def tred2_group(V, d, e, U, scale, h, hs, f, g, hh):
 
 
 # Per-lane state of the QL iteration: one flat array ``W`` allocated inside the kernel, field k of lane l at
-# ``W[k * LANES + l]``. Every lane loop vectorises, the rotation's square root and division included.
-_C, _S, _P, _MA, _DL1, _FSH, _TST, _EL1 = range(8)
-NSTATE = 8
+# ``W[k * LANES + l]``. Every lane loop vectorises, the rotation's square root and division included. A lane
+# rotates at row i when FI0 <= i < FMA: its window [l0, m) as floats (compared with the row in the vector
+# loops); the lock-step QL keeps FI0 = l0 for every lane and FMA = l0 for a converged one. X0, X1: per-lane
+# results of the asynchronous QL's scalar steps.
+_C, _S, _P, _DL1, _FSH, _TST, _EL1, _FI0, _FMA, _X0, _X1 = range(11)
+NSTATE = 11
 
 
 @njit(**_JIT)
 def _ql_rotation(W, e1, d1, CR, SR, i):
     """One step of the QL sweep, rotation (i, i + 1), for every lane: the lane state in ``W``, d and e (flat,
-    ``row * LANES + l``), the rotation into ``CR[i]``, ``SR[i]`` (the identity where a lane is inactive).
+    ``row * LANES + l``), the rotation into ``CR[i]``, ``SR[i]`` (the identity where a lane is inactive:
+    outside its window FI0 <= i < FMA).
 
     d, e are indexed with unsigned (row * LANES + l): no negative-index wraparound (which turned the loads into
     gathers), rows at constant distances (no run-time alias check between them), so LLVM vectorises the loop,
@@ -156,7 +160,7 @@ def _ql_rotation(W, e1, d1, CR, SR, i):
     r0 = i * LANES
     r1 = r0 + LANES
     for l in range(LANES):
-        a = fi < W[_MA * LANES + l]
+        a = (W[_FI0 * LANES + l] <= fi) & (fi < W[_FMA * LANES + l])
         ei = e1[np.uint64(r0 + l)]
         pl = W[_P * LANES + l]
         di = d1[np.uint64(r0 + l)]
@@ -177,6 +181,50 @@ def _ql_rotation(W, e1, d1, CR, SR, i):
         W[_P * LANES + l] = pn if a else pl
         CR[i, l] = cn if a else one
         SR[i, l] = sn if a else zero
+
+
+@njit(**_JIT)
+def _rotate_pair(Zt, CR, SR, i):
+    """Eigenvectors (rows of Zt = columns of Z): rotations i + 1, then i, in one pass over rows i .. i + 2
+    (rotation i reads the row i + 1 that rotation i + 1 has just written, carried in a register): 3 row loads
+    and stores for 2 rotations instead of 4."""
+    n = Zt.shape[1]
+    for k in range(n):
+        for l in range(LANES):
+            z = Zt[i + 2, k, l]
+            zi = Zt[i + 1, k, l]
+            Zt[i + 2, k, l] = SR[i + 1, l] * zi + CR[i + 1, l] * z
+            z = CR[i + 1, l] * zi - SR[i + 1, l] * z
+            zi = Zt[i, k, l]
+            Zt[i + 1, k, l] = SR[i, l] * zi + CR[i, l] * z
+            Zt[i, k, l] = CR[i, l] * zi - SR[i, l] * z
+
+
+@njit(**_JIT)
+def _rotate_one(Zt, CR, SR, i):
+    """Rotation i alone (the last of a sweep with an odd number of rotations)."""
+    n = Zt.shape[1]
+    for k in range(n):
+        for l in range(LANES):
+            zi = Zt[i, k, l]
+            zj = Zt[i + 1, k, l]
+            Zt[i + 1, k, l] = SR[i, l] * zi + CR[i, l] * zj
+            Zt[i, k, l] = CR[i, l] * zi - SR[i, l] * zj
+
+
+@njit(**_JIT)
+def _ql_start(e, W):
+    """EISPACK's start of the QL: the sub-diagonal shifted to ``e[k] = T[k + 1, k]`` (e[n - 1] = 0), no shift
+    accumulated yet, the deflation scale at 0."""
+    n = e.shape[0]
+    zero = e.dtype.type(0)
+    for i in range(1, n):
+        for l in range(LANES):
+            e[i - 1, l] = e[i, l]
+    for l in range(LANES):
+        e[n - 1, l] = zero
+        W[_FSH * LANES + l] = zero
+        W[_TST * LANES + l] = zero
 
 
 @njit(**_JIT)
@@ -205,13 +253,7 @@ def tql2_group(Zt, d, e, max_iter):
     e1 = e.reshape(n * LANES)
     zero, one, two = dt(0), dt(1), dt(2)
     eps = dt(np.finfo(Zt.dtype).eps)
-    for i in range(1, n):
-        for l in range(L):
-            e[i - 1, l] = e[i, l]
-    for l in range(L):
-        e[n - 1, l] = zero
-        W[_FSH * LANES + l] = zero
-        W[_TST * LANES + l] = zero
+    _ql_start(e, W)
     iters = 0
     for l0 in range(n):
         nact = 0
@@ -223,8 +265,9 @@ def tql2_group(Zt, d, e, max_iter):
             m = l0
             while m < n - 1 and not (abs(e[m, l]) <= eps * tst):
                 m += 1
-            # a lane rotates at i < MA: its deflation point m while it iterates, l0 (never) once converged
-            W[_MA * LANES + l] = dt(m)
+            # a lane rotates at l0 <= i < FMA: its deflation point m while it iterates, l0 (never) once converged
+            W[_FI0 * LANES + l] = dt(l0)
+            W[_FMA * LANES + l] = dt(m)
             nact += 1 if m > l0 else 0
             mmax = m if (m > mmax and m > l0) else mmax
         it = 0
@@ -236,7 +279,7 @@ def tql2_group(Zt, d, e, max_iter):
             q1 = q0 + LANES
             fl0 = dt(l0)
             for l in range(L):
-                a = fl0 < W[_MA * LANES + l]
+                a = fl0 < W[_FMA * LANES + l]
                 gl = d1[np.uint64(q0 + l)]
                 el = e1[np.uint64(q0 + l)]
                 pp = (d1[np.uint64(q1 + l)] - gl) / (two * el)
@@ -255,33 +298,17 @@ def tql2_group(Zt, d, e, max_iter):
                 for l in range(L):
                     d[i, l] -= W[_P * LANES + l]
             for l in range(L):
-                ma = W[_MA * LANES + l]
+                ma = W[_FMA * LANES + l]
                 W[_P * LANES + l] = d[int(ma), l] if fl0 < ma else zero
                 W[_C * LANES + l] = one
                 W[_S * LANES + l] = zero
                 W[_EL1 * LANES + l] = e[l0 + 1, l]
             for i in range(mmax - 1, l0 - 1, -1):
                 _ql_rotation(W, e1, d1, CR, SR, i)
-                # eigenvectors (rows of Zt = columns of Z): rotations are applied in pairs, i + 1 then i, in
-                # one pass over rows i .. i+2 (rotation i reads the row i+1 that rotation i+1 has just
-                # written, carried in a register): 3 row loads and stores for 2 rotations instead of 4
-                if (mmax - 1 - i) % 2 == 1:
-                    for k in range(n):
-                        for l in range(L):
-                            z = Zt[i + 2, k, l]
-                            zi = Zt[i + 1, k, l]
-                            Zt[i + 2, k, l] = SR[i + 1, l] * zi + CR[i + 1, l] * z
-                            z = CR[i + 1, l] * zi - SR[i + 1, l] * z
-                            zi = Zt[i, k, l]
-                            Zt[i + 1, k, l] = SR[i, l] * zi + CR[i, l] * z
-                            Zt[i, k, l] = CR[i, l] * zi - SR[i, l] * z
+                if (mmax - 1 - i) % 2 == 1:     # eigenvectors: rotations in pairs (i + 1, i)
+                    _rotate_pair(Zt, CR, SR, i)
             if (mmax - l0) % 2 == 1:     # an odd number of rotations: the last one (i = l0) alone
-                for k in range(n):
-                    for l in range(L):
-                        zi = Zt[l0, k, l]
-                        zj = Zt[l0 + 1, k, l]
-                        Zt[l0 + 1, k, l] = SR[l0, l] * zi + CR[l0, l] * zj
-                        Zt[l0, k, l] = CR[l0, l] * zi - SR[l0, l] * zj
+                _rotate_one(Zt, CR, SR, l0)
             # closing step: EISPACK's c2, s2 (rotation l0 + 1) and c3 (rotation l0 + 2), the identity past the
             # sweep's last rotation (mmax - 1)
             nact = 0
@@ -290,7 +317,7 @@ def tql2_group(Zt, d, e, max_iter):
             k1 = min(l0 + 1, n - 1)     # (rows in range even where h1 / h2 is false)
             k2 = min(l0 + 2, n - 1)
             for l in range(L):
-                a = fl0 < W[_MA * LANES + l]
+                a = fl0 < W[_FMA * LANES + l]
                 c2 = CR[k1, l] if h1 else one
                 s2 = SR[k1, l] if h1 else zero
                 c3 = CR[k2, l] if h2 else one
@@ -301,50 +328,12 @@ def tql2_group(Zt, d, e, max_iter):
                 e1[np.uint64(q0 + l)] = en
                 d1[np.uint64(q0 + l)] = W[_C * LANES + l] * pn if a else d1[np.uint64(q0 + l)]
                 still = a and abs(en) > eps * W[_TST * LANES + l]
-                W[_MA * LANES + l] = W[_MA * LANES + l] if still else fl0
+                W[_FMA * LANES + l] = W[_FMA * LANES + l] if still else fl0
                 nact += 1 if still else 0
         for l in range(L):
             d[l0, l] += W[_FSH * LANES + l]
             e[l0, l] = zero
     return iters
-
-
-# Lane state of the asynchronous QL (``tql2_async_group``): as above, plus each lane's own window [l0, m) as
-# floats (FI0, FMA: compared with the row in the vector loops) and two fields of per-lane results (X0, X1)
-_A_C, _A_S, _A_P, _A_DL1, _A_FSH, _A_TST, _A_EL1, _A_FI0, _A_FMA, _A_X0, _A_X1 = range(11)
-NSTATE_A = 11
-
-
-@njit(**_JIT)
-def _ql_rotation_a(W, e1, d1, CR, SR, i):
-    """``_ql_rotation`` for lanes with their own windows: lane l rotates at row i when l0_l <= i < m_l."""
-    dt = W.dtype.type
-    zero, one = dt(0), dt(1)
-    fi = dt(i)
-    r0 = i * LANES
-    r1 = r0 + LANES
-    for l in range(LANES):
-        a = (W[_A_FI0 * LANES + l] <= fi) & (fi < W[_A_FMA * LANES + l])
-        ei = e1[np.uint64(r0 + l)]
-        pl = W[_A_P * LANES + l]
-        di = d1[np.uint64(r0 + l)]
-        cl = W[_A_C * LANES + l]
-        sl = W[_A_S * LANES + l]
-        gg = cl * ei
-        hh = cl * pl
-        r = np.sqrt(pl * pl + ei * ei)
-        ir = one / r
-        sn = ei * ir
-        cn = pl * ir
-        pn = cn * di - sn * gg
-        dnext = hh + sn * (cn * gg + sn * di)
-        e1[np.uint64(r1 + l)] = sl * r if a else e1[np.uint64(r1 + l)]
-        d1[np.uint64(r1 + l)] = dnext if a else d1[np.uint64(r1 + l)]
-        W[_A_S * LANES + l] = sn if a else sl
-        W[_A_C * LANES + l] = cn if a else cl
-        W[_A_P * LANES + l] = pn if a else pl
-        CR[i, l] = cn if a else one
-        SR[i, l] = sn if a else zero
 
 
 @njit(inline="always")
@@ -353,7 +342,7 @@ def _ql_advance(d, e, W, L0i, MAi, ITi, l, l0, eps):
     (``d[l0] += f``) and skipped. Leaves the lane's next window [l0, m), or l0 = n when it is done."""
     n = d.shape[0]
     dt = d.dtype.type
-    tst = W[_A_TST * LANES + l]
+    tst = W[_TST * LANES + l]
     m = l0
     while l0 < n:
         t = abs(d[l0, l]) + abs(e[l0, l])
@@ -363,14 +352,14 @@ def _ql_advance(d, e, W, L0i, MAi, ITi, l, l0, eps):
             m += 1
         if m > l0:
             break
-        d[l0, l] += W[_A_FSH * LANES + l]
+        d[l0, l] += W[_FSH * LANES + l]
         e[l0, l] = dt(0)
         l0 += 1
-    W[_A_TST * LANES + l] = tst
+    W[_TST * LANES + l] = tst
     L0i[l] = l0
     MAi[l] = m if l0 < n else n
-    W[_A_FI0 * LANES + l] = dt(l0)
-    W[_A_FMA * LANES + l] = dt(MAi[l])
+    W[_FI0 * LANES + l] = dt(l0)
+    W[_FMA * LANES + l] = dt(MAi[l])
     ITi[l] = 0
 
 
@@ -389,7 +378,7 @@ def tql2_async_group(Zt, d, e, max_iter):
     n = Zt.shape[0]
     L = LANES
     dt = Zt.dtype.type
-    W = np.empty(NSTATE_A * LANES, Zt.dtype)
+    W = np.empty(NSTATE * LANES, Zt.dtype)
     CR = np.empty((n, LANES), Zt.dtype)
     SR = np.empty((n, LANES), Zt.dtype)
     L0i = np.zeros(LANES, np.int64)
@@ -400,13 +389,7 @@ def tql2_async_group(Zt, d, e, max_iter):
     e1 = e.reshape(n * LANES)
     zero, one, two = dt(0), dt(1), dt(2)
     eps = dt(np.finfo(Zt.dtype).eps)
-    for i in range(1, n):
-        for l in range(L):
-            e[i - 1, l] = e[i, l]
-    for l in range(L):
-        e[n - 1, l] = zero
-        W[_A_FSH * LANES + l] = zero
-        W[_A_TST * LANES + l] = zero
+    _ql_start(e, W)
     nact = 0
     for l in range(L):
         _ql_advance(d, e, W, L0i, MAi, ITi, l, 0, eps)
@@ -428,7 +411,7 @@ def tql2_async_group(Zt, d, e, max_iter):
             Gt[1, l] = e1[q0]
             Gt[2, l] = d1[q0 + LANES]
         for l in range(L):
-            a = W[_A_FI0 * LANES + l] < W[_A_FMA * LANES + l]
+            a = W[_FI0 * LANES + l] < W[_FMA * LANES + l]
             gl = Gt[0, l]
             el = Gt[1, l]
             pp = (Gt[2, l] - gl) / (two * el)
@@ -437,49 +420,36 @@ def tql2_async_group(Zt, d, e, max_iter):
             dl = el / (pp + r)
             dn = el * (pp + r)
             hs = gl - dl
-            W[_A_X0 * LANES + l] = dl
-            W[_A_X1 * LANES + l] = dn
-            W[_A_DL1 * LANES + l] = dn
+            W[_X0 * LANES + l] = dl
+            W[_X1 * LANES + l] = dn
+            W[_DL1 * LANES + l] = dn
             hs = hs if a else zero
-            W[_A_FSH * LANES + l] += hs
-            W[_A_P * LANES + l] = hs
+            W[_FSH * LANES + l] += hs
+            W[_P * LANES + l] = hs
         for l in range(L):
             if L0i[l] < n:
                 q0 = L0i[l] * LANES + l
-                d1[q0] = W[_A_X0 * LANES + l]
-                d1[q0 + LANES] = W[_A_X1 * LANES + l]
+                d1[q0] = W[_X0 * LANES + l]
+                d1[q0 + LANES] = W[_X1 * LANES + l]
         for i in range(lo + 2, n):     # the shift, at each lane's rows >= l0 + 2
             fi = dt(i)
             for l in range(L):
-                d[i, l] -= W[_A_P * LANES + l] if fi >= W[_A_FI0 * LANES + l] + two else zero
+                d[i, l] -= W[_P * LANES + l] if fi >= W[_FI0 * LANES + l] + two else zero
         for l in range(L):             # p = d[m], c = 1, s = 0, el1 = e[l0 + 1]
             if L0i[l] < n:
-                W[_A_P * LANES + l] = d1[MAi[l] * LANES + l]
-                W[_A_EL1 * LANES + l] = e1[(L0i[l] + 1) * LANES + l]
+                W[_P * LANES + l] = d1[MAi[l] * LANES + l]
+                W[_EL1 * LANES + l] = e1[(L0i[l] + 1) * LANES + l]
             else:
-                W[_A_P * LANES + l] = zero
-            W[_A_C * LANES + l] = one
-            W[_A_S * LANES + l] = zero
+                W[_P * LANES + l] = zero
+            W[_C * LANES + l] = one
+            W[_S * LANES + l] = zero
         imax = hi - 1
         for i in range(imax, lo - 1, -1):
-            _ql_rotation_a(W, e1, d1, CR, SR, i)
+            _ql_rotation(W, e1, d1, CR, SR, i)
             if (imax - i) % 2 == 1:
-                for k in range(n):
-                    for l in range(L):
-                        z = Zt[i + 2, k, l]
-                        zi = Zt[i + 1, k, l]
-                        Zt[i + 2, k, l] = SR[i + 1, l] * zi + CR[i + 1, l] * z
-                        z = CR[i + 1, l] * zi - SR[i + 1, l] * z
-                        zi = Zt[i, k, l]
-                        Zt[i + 1, k, l] = SR[i, l] * zi + CR[i, l] * z
-                        Zt[i, k, l] = CR[i, l] * zi - SR[i, l] * z
+                _rotate_pair(Zt, CR, SR, i)
         if (imax - lo) % 2 == 0:     # an odd number of rotations: the last one (i = lo) alone
-            for k in range(n):
-                for l in range(L):
-                    zi = Zt[lo, k, l]
-                    zj = Zt[lo + 1, k, l]
-                    Zt[lo + 1, k, l] = SR[lo, l] * zi + CR[lo, l] * zj
-                    Zt[lo, k, l] = CR[lo, l] * zi - SR[lo, l] * zj
+            _rotate_one(Zt, CR, SR, lo)
         # closing step (EISPACK's c2, s2, c3 from the lane's rotations l0 + 1, l0 + 2: the identity past m)
         for l in range(L):
             l0 = L0i[l]
@@ -490,22 +460,22 @@ def tql2_async_group(Zt, d, e, max_iter):
             Gt[2, l] = SR[l0 + 1, l] if act and l0 + 1 < m else zero
             Gt[3, l] = CR[l0 + 2, l] if act and l0 + 2 < m else one
         for l in range(L):
-            sl = W[_A_S * LANES + l]
-            pn = -sl * Gt[2, l] * Gt[3, l] * W[_A_EL1 * LANES + l] * Gt[0, l] / W[_A_DL1 * LANES + l]
-            W[_A_X0 * LANES + l] = sl * pn
-            W[_A_X1 * LANES + l] = W[_A_C * LANES + l] * pn
+            sl = W[_S * LANES + l]
+            pn = -sl * Gt[2, l] * Gt[3, l] * W[_EL1 * LANES + l] * Gt[0, l] / W[_DL1 * LANES + l]
+            W[_X0 * LANES + l] = sl * pn
+            W[_X1 * LANES + l] = W[_C * LANES + l] * pn
         # store, test convergence; a converged lane moves on to its next eigenvalue
         nact = 0
         for l in range(L):
             if L0i[l] < n:
                 l0 = L0i[l]
                 q0 = l0 * LANES + l
-                en = W[_A_X0 * LANES + l]
+                en = W[_X0 * LANES + l]
                 e1[q0] = en
-                d1[q0] = W[_A_X1 * LANES + l]
+                d1[q0] = W[_X1 * LANES + l]
                 ITi[l] += 1
-                if not (abs(en) > eps * W[_A_TST * LANES + l]) or ITi[l] >= max_iter:
-                    d[l0, l] += W[_A_FSH * LANES + l]
+                if not (abs(en) > eps * W[_TST * LANES + l]) or ITi[l] >= max_iter:
+                    d[l0, l] += W[_FSH * LANES + l]
                     e[l0, l] = zero
                     _ql_advance(d, e, W, L0i, MAi, ITi, l, l0 + 1, eps)
                 nact += 1 if L0i[l] < n else 0
