@@ -109,6 +109,17 @@ def eigvals_group(A, scale, lam):
 
 
 @njit(**_JIT)
+def mirror_upper(A):
+    """``A[i, j, l] = A[j, i, l]`` for j < i: the lower triangles from the upper ones, lanes innermost (row i
+    reads rows < i and writes row i: no interleaved streams, one vectorised loop)."""
+    n, L = A.shape[0], A.shape[2]
+    for i in range(1, n):
+        for j in range(i):
+            for l in range(L):
+                A[i, j, l] = A[j, i, l]
+
+
+@njit(**_JIT)
 def matfun_values(lam, func, p, abs_floor, rel_floor, fw):
     """``fw[k, l] = f(max(lam[k, l], floor_l))``. log and the square roots in vector loops across the lanes
     (``log64``: < 1 ulp, like libm's scalar calls, which it replaces); exp and powers through libm (the
@@ -254,10 +265,7 @@ def _loewner_pairs(lam, h, fh, ih, Lw, dd, p, clamped):
                     lo = hi <= hj
                     Lw[i, j, l] = dd(hi if lo else hj, hj if lo else hi, fh[i, l] if lo else fh[j, l],
                                      fh[j, l] if lo else fh[i, l], ih[i, l] if lo else ih[j, l], p)
-    for i in range(1, n):  # mirror: reads rows < i, writes row i (no interleaved streams)
-        for j in range(i):
-            for l in range(L):
-                Lw[i, j, l] = Lw[j, i, l]
+    mirror_upper(Lw)
 
 
 @njit(**_JIT)
@@ -393,9 +401,6 @@ def dk_group(Vt, G, Lw, T, X, Vn, acc):
         for m in range(k, n):
             for l in range(L):
                 X[k, m, l] *= Lw[k, m, l]
-    for k in range(n):                  # mirror: reads rows < k, writes row k
-        for m in range(k):
-            for l in range(L):
-                X[k, m, l] = X[m, k, l]
+    mirror_upper(X)
     abt_group(Vn, X, T, False, acc)     # T = V X          T[i, m] = sum_k Vn[i, k] X[m, k]
     abt_group(T, Vn, G, True, acc)      # G = T V^T        G[i, j] = sum_m T[i, m] Vn[j, m], j >= i

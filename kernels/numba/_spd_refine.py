@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._spd_lanes import _dd_exp, _dd_invsqrt, _dd_pow, _dd_sqrt, apply_func, floor_of
+from ._spd_lanes import _dd_exp, _dd_invsqrt, _dd_pow, _dd_sqrt, apply_func, floor_of, mirror_upper
 from ._spd_math import log64
 
 _JIT = dict(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -162,10 +162,7 @@ def refined_middle(M, nrm, lam64, h, fh, func, p, Y):
                 r = 0.0 if dw == 0.0 else dh / dw
                 v = v * r if (hk != lam64[k, l] or hm != lam64[m, l]) else v
                 Y[k, m, l] = dt(v * M[k, m, l])
-    for k in range(1, n):  # mirror: reads rows < k, writes row k
-        for m in range(k):
-            for l in range(L):
-                Y[k, m, l] = Y[m, k, l]
+    mirror_upper(Y)
 
 
 @njit(**_JIT)

@@ -213,11 +213,17 @@ def _rotate_one(Zt, CR, SR, i):
 
 
 @njit(**_JIT)
-def _ql_start(e, W):
+def _ql_start(e):
     """EISPACK's start of the QL: the sub-diagonal shifted to ``e[k] = T[k + 1, k]`` (e[n - 1] = 0), no shift
-    accumulated yet, the deflation scale at 0."""
+    accumulated yet, the deflation scale at 0. Returns the lane state ``W`` and the sweep's rotation rows
+    ``CR``, ``SR`` (row i = rotation (i, i + 1) of every lane, the identity where a lane is inactive: read by
+    the eigenvector updates and, for rows l0 + 1 and l0 + 2, by the sweep's closing step -- EISPACK's c2, s2,
+    c3 -- which the rotation loop then need not carry)."""
     n = e.shape[0]
     zero = e.dtype.type(0)
+    W = np.empty(NSTATE * LANES, e.dtype)
+    CR = np.empty((n, LANES), e.dtype)
+    SR = np.empty((n, LANES), e.dtype)
     for i in range(1, n):
         for l in range(LANES):
             e[i - 1, l] = e[i, l]
@@ -225,6 +231,7 @@ def _ql_start(e, W):
         e[n - 1, l] = zero
         W[_FSH * LANES + l] = zero
         W[_TST * LANES + l] = zero
+    return W, CR, SR
 
 
 @njit(**_JIT)
@@ -243,17 +250,11 @@ def tql2_group(Zt, d, e, max_iter):
     # few run-time alias checks. Indices with a run-time row go through ``np.uint64``: a signed index gets
     # numba's negative-index wraparound, a select per lane that LLVM can only vectorise as a gather
     # (measured: the loops ran as scalar code, 8 % of the forward at d = 16)
-    W = np.empty(NSTATE * LANES, Zt.dtype)
-    # the rotations of one sweep, row i = rotation (i, i + 1) of every lane (the identity where a lane is
-    # inactive): read by the eigenvector updates and, for rows l0 + 1 and l0 + 2, by the sweep's closing
-    # step (EISPACK's c2, s2, c3), which the rotation loop then need not carry
-    CR = np.empty((n, LANES), Zt.dtype)
-    SR = np.empty((n, LANES), Zt.dtype)
+    W, CR, SR = _ql_start(e)
     d1 = d.reshape(n * LANES)
     e1 = e.reshape(n * LANES)
     zero, one, two = dt(0), dt(1), dt(2)
     eps = dt(np.finfo(Zt.dtype).eps)
-    _ql_start(e, W)
     iters = 0
     for l0 in range(n):
         nact = 0
@@ -378,9 +379,7 @@ def tql2_async_group(Zt, d, e, max_iter):
     n = Zt.shape[0]
     L = LANES
     dt = Zt.dtype.type
-    W = np.empty(NSTATE * LANES, Zt.dtype)
-    CR = np.empty((n, LANES), Zt.dtype)
-    SR = np.empty((n, LANES), Zt.dtype)
+    W, CR, SR = _ql_start(e)
     L0i = np.zeros(LANES, np.int64)
     MAi = np.zeros(LANES, np.int64)
     ITi = np.zeros(LANES, np.int64)
@@ -389,7 +388,6 @@ def tql2_async_group(Zt, d, e, max_iter):
     e1 = e.reshape(n * LANES)
     zero, one, two = dt(0), dt(1), dt(2)
     eps = dt(np.finfo(Zt.dtype).eps)
-    _ql_start(e, W)
     nact = 0
     for l in range(L):
         _ql_advance(d, e, W, L0i, MAi, ITi, l, 0, eps)

@@ -47,7 +47,7 @@ from .. import _alloc
 from ..reference import spd as _ref
 from ._spd_jacobi import jacobi_group
 from ._spd_lanes import (FUNC_CODES, LANES, dk_group, eigvals_group, load_group, loewner_group, matfun_values,
-                         reconstruct_group)
+                         mirror_upper, reconstruct_group)
 from ._spd_refine import reconstruct_full, refine_products, refined_middle, refined_values
 from ._spd_tridiag import tql2_async_group, tql2_group, transpose_group, tred2_group
 
@@ -128,10 +128,7 @@ def _forward_groups(g0, g1, S, use_jacobi, want_f, refine, func, p, abs_floor, r
             # the scatters with each matrix's rows innermost (contiguous writes of F and V; measured 2-3x
             # faster than lanes innermost, whose writes are strided): first the lower triangle of Fs and
             # V itself (A <- Vt transposed) in the lanes, vectorised
-            for i in range(1, n):
-                for j in range(i):
-                    for l in range(L):
-                        Fs[i, j, l] = Fs[j, i, l]
+            mirror_upper(Fs)
             for k in range(n):
                 for i in range(n):
                     for l in range(L):
@@ -242,10 +239,7 @@ def _dk_groups(g0, g1, G, V, w, func, p, abs_floor, rel_floor, out):
                 for l in range(nb, L):
                     Gs[i, j, l] = 0.0
         dk_group(Vt, Gs, Ll, T, X, Vn, acc)
-        for i in range(1, n):   # mirror the upper triangle (reads rows < i, writes row i)
-            for j in range(i):
-                for l in range(L):
-                    Gs[i, j, l] = Gs[j, i, l]
+        mirror_upper(Gs)
         for l in range(nb):     # the scatter with the matrix rows innermost: contiguous writes to out
             for i in range(n):
                 for j in range(n):
