@@ -96,6 +96,19 @@ def test_median_heuristic():
 
 def test_close_points_keep_their_distance_in_float32(backend):
     """Points 1e-3 apart at norm 100: ||x||^2 + ||y||^2 - 2<x, y> alone would lose every digit in float32."""
+    _check_close_points(backend)
+
+
+def test_numba_close_points_across_forward_blocks(monkeypatch):
+    """The same with the Numba forward's GEMM scratch cut to 3-row blocks (the last one ragged): the exact
+    recompute of a close pair must find its own rows in every block."""
+    from multialign.kernels.numba import gram as ng
+
+    monkeypatch.setattr(ng, "FWD_SCRATCH_ELEMS", 3 * 29)
+    _check_close_points("numba")
+
+
+def _check_close_points(backend):
     dev = device_for(backend)
     g = torch.Generator().manual_seed(3)
     D = 16
@@ -153,11 +166,13 @@ def test_numba_gemm_blocks_with_ragged_edges(monkeypatch, kernel):
     monkeypatch.setattr(ng, "FWD_BLOCK_ELEMS", 2 * 5 * 7)    # 5-row blocks at B = 2
     monkeypatch.setattr(ng, "BWD_BLOCK_ELEMS", 2 * 16 * 19)
     monkeypatch.setattr(ng, "GRAM_BWD_BLOCK_ELEMS", 2 * 6 * 19)   # 6-row blocks of the gram backward
+    monkeypatch.setattr(ng, "FWD_SCRATCH_ELEMS", 2 * 4 * 19)      # 4-row scratch blocks of the gram forward
     x = make_tensor(2, 37, 6, noncontiguous=True)
     y = make_tensor(2, 19, 6)
     v = make_tensor(2, 19, 3)
     vs = make_tensor(2, 37, 2)
     K = _ref_gram(x, y, kernel)
+    assert_close(ops.gram(x, y, kernel=kernel, backend="numba"), K, name="gram blocks")
     assert_close(ops.gram_matvec(x, y, v, kernel=kernel, backend="numba"), K @ v, name="K@V blocks")
     assert_close(ops.gram_matvec(x, None, vs, kernel=kernel, backend="numba"), _ref_gram(x, None, kernel) @ vs,
                  name="K(x,x)@V blocks")

@@ -4,11 +4,14 @@ Same functions and signatures as ``kernels/reference/gram.py``. Two layouts:
 
 * **GEMM + fused epilogue** (rbf, linear, polynomial -- ``gram``, ``gram_matvec``, ``mmd2`` and the
   backward passes): the inner products of a block of rows come from a BLAS GEMM (``torch.bmm``: MKL or
-  OpenBLAS, ~200 GFLOP/s on the 2-core development VM, twice the register-tile product below), then one
+  OpenBLAS, ~370 GFLOP/s on the 2-core development VM, twice the register-tile product below), then one
   Numba pass over the block turns them into distances, repairs cancelled ones and applies the kernel
-  function in place (``_gemm_epilogue``; the exp of rbf is torch's, ~2x faster than ours in that loop). Reductions (``gram_matvec``) run block by block in an ~8 MB
-  workspace that is reused across blocks and calls: memory O((N + M)(D + C)) + the block, never N x M.
-  K(x, x) reductions build only the blocks on and right of the diagonal.
+  function (``_gemm_epilogue``). ``gram`` runs the GEMM by row blocks into a reused 16 MB scratch and the
+  pass writes the output once, exp included; a GEMM straight into a 64 MB output that is not in cache ran
+  at half its rate (``_kernel_block``). Reductions (``gram_matvec``) run block by block in a workspace that
+  is reused across blocks and calls, the block built in place (exp by torch there): memory
+  O((N + M)(D + C)) + the block, never N x M. K(x, x) reductions build only the blocks on and right of
+  the diagonal.
 * **Register tiles** (laplacian, whose L1 distance has no GEMM form, and the symmetric ``gram(x)``, whose
   tiles are stored twice so that the result is exactly symmetric):
 
@@ -153,41 +156,73 @@ def _gram_fwd(Xp, Yp, Xo, Yo, nx, ny, gam, kind, degree, coef0, tau, N, M, out):
                         out[b, i0 + r, j0 + l] = acc[r, l]
 
 
-@njit(**_FLAGS)
-def _gemm_epilogue(K, nx, ny, Xo, Yo, gam, kind, degree, coef0, tau):
-    """In place on K (B, N, M) = <x_i, y_j> from a BLAS GEMM: rbf -> the exponent -gamma d2 (the caller
-    applies torch's exp, measured 2x faster than ``exp_flush`` in this loop), polynomial ->
-    (gamma s + coef0)^degree.
+@njit(inline="always")
+def _rbf_row(src, dst, a, ny, Xo, i, Yo, mg, tau, with_exp):
+    """dst[j] <- exp(mg d2(x_i, y_j)) (``with_exp``; else the exponent mg d2) from src[j] = <x_i, y_j> of the
+    centred points (``a`` = ||x_i||^2, ``ny`` the norms of the y's); ``dst`` may be ``src`` itself.
 
-    rbf: d2 = ||x||^2 + ||y||^2 - 2 s on the centred points; an entry below ``tau (||x||^2 + ||y||^2)``
-    (cancellation) is recomputed from explicit differences of the original points Xo, Yo.
+    Three loops over the row, which stays in L1 (16 KB at M = 4096 float32) after the first:
+    d2 = ||x||^2 + ||y||^2 - 2 s with a count of the entries below ``tau (||x||^2 + ||y||^2)`` (cancellation),
+    the exact recompute of those from the original points Xo, Yo (rows with any only), then the exp."""
+    zero = a - a
+    cnt = 0
+    for j in range(src.shape[0]):
+        nn = a + ny[j]
+        d2 = nn - (src[j] + src[j])   # not 2 * s: an int literal promotes float32 to float64
+        cnt += d2 < tau * nn
+        dst[j] = max(d2, zero)
+    if cnt > 0:
+        for j in range(src.shape[0]):
+            if dst[j] < tau * (a + ny[j]):
+                dst[j] = _exact_sqdist(Xo, i, Yo, j)
+    if with_exp:
+        for j in range(src.shape[0]):
+            dst[j] = exp_flush(mg * dst[j])
+    else:
+        for j in range(src.shape[0]):
+            dst[j] = mg * dst[j]
+
+
+@njit(**_FLAGS)
+def _gemm_epilogue(S, out, r0, nx, ny, Xo, Yo, gam, kind, degree, coef0, tau):
+    """out[b, r0 + i, j] <- k(x_i, y_j) from S (B, N, M) = <x_i, y_j> of a BLAS GEMM (kinds rbf and polynomial;
+    ``S`` a scratch block, not ``out``: ``_gemm_epilogue_inplace`` is the in-place form).
+
     Every scalar stays in the working precision: a Python int or float literal in a float32 expression
     would promote it to float64 and keep LLVM from vectorising the loop (8 float32 lanes on AVX2), so
     constants are built from the data (``a - a``) and ``tau``, ``coef0`` arrive typed."""
-    B, N, M = K.shape
+    B, N, M = S.shape
     for task in prange(B * N):
         b = task // N
         i = task % N
         g = gam[b]
         if kind == 0:
-            a = nx[b, i]
-            zero = a - a
-            cnt = 0
-            for j in range(M):
-                nn = a + ny[b, j]
-                d2 = nn - (K[b, i, j] + K[b, i, j])
-                cnt += d2 < tau * nn
-                K[b, i, j] = max(d2, zero)
-            if cnt > 0:
-                for j in range(M):
-                    if K[b, i, j] < tau * (a + ny[b, j]):
-                        K[b, i, j] = _exact_sqdist(Xo[b], i, Yo[b], j)
-            mg = -g
-            for j in range(M):    # the row is still in L1
-                K[b, i, j] = mg * K[b, i, j]
+            _rbf_row(S[b, i], out[b, r0 + i], nx[b, i], ny[b], Xo[b], i, Yo[b], -g, tau, True)
         elif kind == 3:
             for j in range(M):
-                K[b, i, j] = _powi(g * K[b, i, j] + coef0, degree)
+                out[b, r0 + i, j] = _powi(g * S[b, i, j] + coef0, degree)
+
+
+@njit(**_FLAGS)
+def _gemm_epilogue_inplace(K, nx, ny, Xo, Yo, gam, kind, degree, coef0, tau):
+    """``_gemm_epilogue`` in place on K (B, N, M), except that rbf stops at the exponent -gamma d2: the
+    caller applies torch's exp, which on a block that is still in cache beats the fused exp here (AVX-512
+    against LLVM's 256-bit vectors: ``gram_matvec`` 16384 x 64 181 ms against 191-197 with the exp fused).
+
+    A kernel of its own: with two array arguments LLVM cannot see that they are one array, and its
+    run-time overlap check would send every row to the scalar loop; here the row is one value, read and
+    written at the same index."""
+    B, N, M = K.shape
+    for task in prange(B * N):
+        b = task // N
+        i = task % N
+        g = gam[b]
+        row = K[b, i]
+        if kind == 0:
+            _rbf_row(row, row, nx[b, i], ny[b], Xo[b], i, Yo[b], -g, tau, False)
+        elif kind == 3:
+            for j in range(M):
+                row[j] = _powi(g * row[j] + coef0, degree)
 
 
 @njit(**_FLAGS)
@@ -597,25 +632,38 @@ def _scalars(gamma, dtype):
     return _np(gamma.to(dtype).contiguous())
 
 
-def _kernel_block(P, i0, i1, j0, j1, gam, kind, degree, coef0, dtype, out):
-    """out (B, i1 - i0, j1 - j0) <- k(x_i, y_j) for kinds rbf, linear, polynomial: the inner products
-    by a BLAS GEMM (torch.bmm: MKL / OpenBLAS, on its own threads), then ``_gemm_epilogue`` in place.
+def _kernel_block(P, i0, i1, j0, j1, gam, kind, degree, coef0, dtype, out, r0=0, scratch=None):
+    """Rows ``r0 .. r0 + i1 - i0`` of ``out`` <- k(x_i, y_j) for i in [i0, i1), j in [j0, j1), kinds rbf,
+    linear, polynomial: the inner products by a BLAS GEMM (torch.bmm: MKL / OpenBLAS, on its own threads),
+    then one Numba pass (``_gemm_epilogue``) for the distance check and the kernel function.
+
+    With ``scratch`` (B, i1 - i0, j1 - j0) the GEMM writes there and the pass writes ``out`` (whose width must
+    be j1 - j0): each element of ``out`` is written once. A GEMM that writes straight into a large ``out``
+    which is not in cache runs at half its rate here (every store of a C tile misses), and a separate pass
+    for the exp costs one more trip through memory. Without ``scratch`` the block is built in place in
+    ``out`` (the reductions, whose block is itself a reused workspace).
 
     torch and Numba run two OpenMP runtimes; Numba's pool is started passive so that its spinning workers
     do not take the cores MKL needs on a busy machine (``_pool``)."""
     passive_numba_pool()
-    torch.bmm(P.x[:, i0:i1], P.y[:, j0:j1].transpose(1, 2), out=out)
-    if kind != 2:
-        # the block's slices (copies only for B > 1: O((rows + cols) D) against the block's O(rows cols D) GEMM;
-        # offsets into the whole arrays instead cost the loops their vectorisation, measured 3x slower)
-        _gemm_epilogue(_np(out), _np(P.nx[:, i0:i1].contiguous()), _np(P.ny[:, j0:j1].contiguous()),
-                       _np(P.xo[:, i0:i1].contiguous()), _np(P.yo[:, j0:j1].contiguous()), gam, kind, int(degree),
-                       _typed(coef0, dtype), _typed(TAU[dtype], dtype))
-    if kind == 0:
-        # torch's exp: 2x our vectorised exp in this loop. Seen on this VM (torch 2.13 CPU): in some fresh
-        # processes the first large exp_ after an MKL GEMM is off by up to 5e-5 absolute (values <= 1), later
-        # calls by < 1 ulp -- plain torch code (mm, then exp_) shows the same, so the peers share it
-        out.exp_()
+    rows = i1 - i0
+    direct = scratch is None or kind == 2
+    target = out[:, r0:r0 + rows] if direct else scratch
+    torch.bmm(P.x[:, i0:i1], P.y[:, j0:j1].transpose(1, 2), out=target)
+    if kind == 2:
+        return out
+    # the block's slices (copies only for B > 1: O((rows + cols) D) against the block's O(rows cols D) GEMM)
+    args = (_np(P.nx[:, i0:i1].contiguous()), _np(P.ny[:, j0:j1].contiguous()), _np(P.xo[:, i0:i1].contiguous()),
+            _np(P.yo[:, j0:j1].contiguous()), gam, kind, int(degree), _typed(coef0, dtype), _typed(TAU[dtype], dtype))
+    if direct:
+        _gemm_epilogue_inplace(_np(target), *args)
+        if kind == 0:
+            # Seen on this VM (torch 2.13 CPU): in some fresh processes the first large exp_ after an MKL GEMM
+            # is off by up to 5e-5 absolute (values <= 1), later calls by < 1 ulp -- plain torch code (mm,
+            # then exp_) shows the same
+            target.exp_()
+    else:
+        _gemm_epilogue(_np(scratch), _np(out), r0, *args)
     return out
 
 
@@ -635,10 +683,18 @@ def gram_forward(x, y, gamma, kernel: str, degree: int, coef0: float) -> torch.T
         return out.to(x.dtype)
     B = x.shape[0]
     out = _alloc.empty((B, P.N, P.M), dtype=dtype, device=x.device)
-    if out.numel() and kind != 1:
-        # GEMM on the BLAS torch links (MKL / OpenBLAS, ~2x the register-tile product here), then one
-        # fused in-place pass for the distance check and the kernel function.
-        _kernel_block(P, 0, P.N, 0, P.M, _scalars(gamma, dtype), kind, degree, coef0, dtype, out)
+    if out.numel() and kind == 2:
+        _kernel_block(P, 0, P.N, 0, P.M, None, kind, degree, coef0, dtype, out)   # one GEMM, nothing after
+    elif out.numel() and kind != 1:
+        # by row blocks: GEMM on the BLAS torch links (MKL / OpenBLAS, ~2x the register-tile product here)
+        # into a reused scratch block, then one fused pass from the scratch into the output
+        gam = _scalars(gamma, dtype)
+        BI = _row_block(B, P.M, FWD_SCRATCH_ELEMS)
+        scratch = workspace("gram_fwd", B * min(BI, P.N) * P.M, dtype)
+        for i0 in range(0, P.N, BI):
+            i1 = min(P.N, i0 + BI)
+            _kernel_block(P, i0, i1, 0, P.M, gam, kind, degree, coef0, dtype, out, r0=i0,
+                          scratch=scratch[: B * (i1 - i0) * P.M].view(B, i1 - i0, P.M))
     elif out.numel():
         _gram_fwd(_np(P.xp), _np(P.yp), _np(P.xo), _np(P.yo), _np(P.nx), _np(P.ny), _scalars(gamma, dtype), kind, int(degree),
                   _typed(coef0, dtype), _typed(TAU[dtype], dtype), P.N, P.M, _np(out))
@@ -728,6 +784,9 @@ def _dummy(dtype):
 
 
 FWD_BLOCK_ELEMS = 1 << 23   # elements of one block of a forward reduction: 32 MB in float32
+FWD_SCRATCH_ELEMS = 1 << 22  # ... of the gram forward's GEMM scratch: 16 MB (1024 rows at M = 4096). In a loop that
+                             # keeps its last result (4096 x 4096 x 64, same process, calls alternating): 512 rows
+                             # 13.9 ms, 1024 rows 13.4, 2048 rows 15.6; the GEMM straight into the output 21.9
 MATVEC_BLOCK_COLS = 8192    # columns per block of a forward reduction: at any M a block keeps >= 1024
                             # rows, an efficient GEMM shape (full-width 64-row blocks at M = 131072 are not)
 BWD_BLOCK_ELEMS = 1 << 21   # ... of a backward pass, which streams three block-sized operands: 8 MB
