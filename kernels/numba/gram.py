@@ -652,7 +652,8 @@ def _kernel_block(P, i0, i1, j0, j1, gam, kind, degree, coef0, dtype, out, r0=0,
     torch.bmm(P.x[:, i0:i1], P.y[:, j0:j1].transpose(1, 2), out=target)
     if kind == 2:
         return out
-    # the block's slices (copies only for B > 1: O((rows + cols) D) against the block's O(rows cols D) GEMM)
+    # the block's slices (copies only for B > 1: O((rows + cols) D) against the block's O(rows cols D) GEMM;
+    # offsets into the whole arrays instead cost the loops their vectorisation, measured 3x slower)
     args = (_np(P.nx[:, i0:i1].contiguous()), _np(P.ny[:, j0:j1].contiguous()), _np(P.xo[:, i0:i1].contiguous()),
             _np(P.yo[:, j0:j1].contiguous()), gam, kind, int(degree), _typed(coef0, dtype), _typed(TAU[dtype], dtype))
     if direct:
@@ -786,7 +787,7 @@ def _dummy(dtype):
 FWD_BLOCK_ELEMS = 1 << 23   # elements of one block of a forward reduction: 32 MB in float32
 FWD_SCRATCH_ELEMS = 1 << 22  # ... of the gram forward's GEMM scratch: 16 MB (1024 rows at M = 4096). In a loop that
                              # keeps its last result (4096 x 4096 x 64, same process, calls alternating): 512 rows
-                             # 13.9 ms, 1024 rows 13.4, 2048 rows 15.6; the GEMM straight into the output 21.9
+                             # 13.9 ms, 1024 rows 13.4, 2048 rows 15.6; the GEMM straight into the output 21-22
 MATVEC_BLOCK_COLS = 8192    # columns per block of a forward reduction: at any M a block keeps >= 1024
                             # rows, an efficient GEMM shape (full-width 64-row blocks at M = 131072 are not)
 BWD_BLOCK_ELEMS = 1 << 21   # ... of a backward pass, which streams three block-sized operands: 8 MB
