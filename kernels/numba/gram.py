@@ -633,22 +633,23 @@ def _scalars(gamma, dtype):
 
 
 def _kernel_block(P, i0, i1, j0, j1, gam, kind, degree, coef0, dtype, out, r0=0, scratch=None):
-    """Rows ``r0 .. r0 + i1 - i0`` of ``out`` <- k(x_i, y_j) for i in [i0, i1), j in [j0, j1), kinds rbf,
-    linear, polynomial: the inner products by a BLAS GEMM (torch.bmm: MKL / OpenBLAS, on its own threads),
-    then one Numba pass (``_gemm_epilogue``) for the distance check and the kernel function.
+    """k(x_i, y_j) for i in [i0, i1), j in [j0, j1), kinds rbf, linear, polynomial: the inner products by a
+    BLAS GEMM (torch.bmm: MKL / OpenBLAS, on its own threads), then one Numba pass (``_gemm_epilogue``) for
+    the distance check and the kernel function. Without ``scratch``, ``out`` is the block (B, i1 - i0,
+    j1 - j0).
 
-    With ``scratch`` (B, i1 - i0, j1 - j0) the GEMM writes there and the pass writes ``out`` (whose width must
-    be j1 - j0): each element of ``out`` is written once. A GEMM that writes straight into a large ``out``
-    which is not in cache runs at half its rate here (every store of a C tile misses), and a separate pass
-    for the exp costs one more trip through memory. Without ``scratch`` the block is built in place in
-    ``out`` (the reductions, whose block is itself a reused workspace).
+    With ``scratch`` (B, i1 - i0, j1 - j0; rbf and polynomial) the GEMM writes there and the pass writes rows
+    ``r0 .. r0 + i1 - i0`` of ``out`` (whose width must be j1 - j0): each element of ``out`` is written once.
+    A GEMM that writes straight into a large ``out`` which is not in cache runs at half its rate here (every
+    store of a C tile misses), and a separate pass for the exp costs one more trip through memory. Without
+    ``scratch`` the block is built in place in ``out`` (the reductions, whose block is itself a reused
+    workspace).
 
     torch and Numba run two OpenMP runtimes; Numba's pool is started passive so that its spinning workers
     do not take the cores MKL needs on a busy machine (``_pool``)."""
     passive_numba_pool()
-    rows = i1 - i0
-    direct = scratch is None or kind == 2
-    target = out[:, r0:r0 + rows] if direct else scratch
+    direct = scratch is None
+    target = out if direct else scratch
     torch.bmm(P.x[:, i0:i1], P.y[:, j0:j1].transpose(1, 2), out=target)
     if kind == 2:
         return out
